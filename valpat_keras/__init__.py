@@ -1,0 +1,12 @@
+"""valpat-keras: VAL-PAT pedestrian representation learning in Keras 3.
+
+Pretrain an image encoder on person crops with captions and attribute labels
+(self-supervised, image-text and attribute objectives), then transfer it to person
+re-identification, pedestrian attribute recognition and text-based person search, with
+one code path on the TensorFlow, PyTorch and JAX backends.
+
+Importing the top-level package does not import Keras, so the backend can still be
+chosen afterwards (`valpat --backend jax ...` or `KERAS_BACKEND`).
+"""
+
+__version__ = "0.1.0"

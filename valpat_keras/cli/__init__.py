@@ -1,0 +1,1 @@
+"""The `valpat` command line."""

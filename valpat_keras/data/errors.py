@@ -1,0 +1,70 @@
+"""Errors and reports for bad dataset input.
+
+Every loader raises `DatasetFormatError` with the file, the field and what was expected, so a
+user sees one clear line instead of a traceback from deep inside a parser. Corrupt images
+found while reading are not raised but counted in a `SkippedImages` report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from pathlib import Path
+
+
+class DatasetFormatError(ValueError):
+    """A dataset file or folder is not in the expected format.
+
+    Args:
+        path: The file or folder that is wrong.
+        problem: What is wrong, e.g. ``"missing key 'train_label'"``.
+        expected: What was expected instead, e.g. ``"a MATLAB v5 file with keys ..."``.
+        field: Optional name of the field/key/column at fault.
+    """
+
+    def __init__(self, path: str | Path, problem: str, expected: str | None = None,
+                 field: str | None = None):
+        self.path = str(path)
+        self.problem = problem
+        self.expected = expected
+        self.field = field
+        message = f"{self.path}: {problem}"
+        if field:
+            message += f" (field '{field}')"
+        if expected:
+            message += f"; expected {expected}"
+        super().__init__(message)
+
+
+@dataclasses.dataclass
+class SkippedImages:
+    """Images that could not be read, counted and reported rather than silently dropped.
+
+    Attributes:
+        paths: The unreadable image files.
+        reasons: One reason per path.
+    """
+
+    paths: list[str] = dataclasses.field(default_factory=list)
+    reasons: list[str] = dataclasses.field(default_factory=list)
+
+    def add(self, path: str | Path, reason: str) -> None:
+        """Records one skipped image."""
+        self.paths.append(str(path))
+        self.reasons.append(reason)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def report(self, context: str = "") -> str:
+        """A one-paragraph summary naming the count and the first few files."""
+        if not self.paths:
+            return f"{context}no images skipped".strip()
+        head = "; ".join(f"{p} ({r})" for p, r in zip(self.paths[:5], self.reasons[:5]))
+        more = f" and {len(self.paths) - 5} more" if len(self.paths) > 5 else ""
+        return f"{context}skipped {len(self.paths)} unreadable image(s): {head}{more}".strip()
+
+    def warn(self, context: str = "") -> None:
+        """Emits the report as a `UserWarning` if anything was skipped."""
+        if self.paths:
+            warnings.warn(self.report(context), UserWarning, stacklevel=2)
