@@ -16,6 +16,8 @@ import sys
 COMMANDS: dict[str, str] = {
     "synthped": "synthped",
     "datasets": "datasets",
+    "attributes": "attributes",
+    "search": "search",
 }
 
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -30,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Keras backend (sets KERAS_BACKEND; default: the environment's).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name, module in COMMANDS.items():
+    for module in COMMANDS.values():
         importlib.import_module(f"valpat_keras.cli.{module}").add_parser(sub)
     return parser
 

@@ -144,6 +144,7 @@ class AttributeDataset:
         all_attribute_names: Names of every attribute column in the records.
         eval_indices: Columns of the evaluated attribute set (PA-100K 26, PETA 35, ...).
         split: Index of the partition used (PETA/RAP have 5).
+        skipped: Number of images dropped at load time (e.g. unreadable), by reason.
     """
 
     name: str
@@ -154,6 +155,7 @@ class AttributeDataset:
     all_attribute_names: list[str]
     eval_indices: list[int]
     split: int = 0
+    skipped: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def attribute_names(self) -> list[str]:
@@ -162,9 +164,11 @@ class AttributeDataset:
 
     def summary(self) -> str:
         """A short table of images per split and the attribute counts."""
-        return (f"{self.name} ({self.root}) split {self.split}\n"
-                f"  train {len(self.train)}  val {len(self.val)}  test {len(self.test)} images\n"
-                f"  {len(self.eval_indices)} evaluated of {len(self.all_attribute_names)} attributes")
+        rows = [f"{self.name} ({self.root}) split {self.split}",
+                f"  train {len(self.train)}  val {len(self.val)}  test {len(self.test)} images",
+                f"  {len(self.eval_indices)} evaluated of {len(self.all_attribute_names)} attributes"]
+        rows += [f"  skipped {count} ({reason})" for reason, count in self.skipped.items()]
+        return "\n".join(rows)
 
 
 @dataclasses.dataclass
@@ -177,6 +181,7 @@ class TextDataset:
         train: Training records (pids 0-based, contiguous).
         val: Validation records.
         test: Test records (captions are the queries, images the gallery).
+        skipped: Number of images dropped at load time (e.g. unreadable), by reason.
     """
 
     name: str
@@ -184,6 +189,7 @@ class TextDataset:
     train: list[TextRecord]
     val: list[TextRecord]
     test: list[TextRecord]
+    skipped: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def summary(self) -> str:
         """A short table of images, captions and identities per split."""
@@ -193,6 +199,7 @@ class TextDataset:
             rows.append(f"  {split:<6} {len(recs):>7} images "
                         f"{sum(len(r.captions) for r in recs):>7} captions "
                         f"{len({r.pid for r in recs}):>6} ids")
+        rows += [f"  skipped {count} ({reason})" for reason, count in self.skipped.items()]
         return "\n".join(rows)
 
 
@@ -205,12 +212,14 @@ class PretrainDataset:
         root: Folder or manifest the data was read from.
         records: The images with optional captions and attributes.
         attribute_names: Names of the attribute vector entries (empty if unlabeled).
+        skipped: Number of images dropped at load time (e.g. unreadable), by reason.
     """
 
     name: str
     root: str
     records: list[PretrainRecord]
     attribute_names: list[str] = dataclasses.field(default_factory=list)
+    skipped: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def has_captions(self) -> bool:
@@ -224,9 +233,12 @@ class PretrainDataset:
 
     def summary(self) -> str:
         """A short description of size and available supervision."""
-        return (f"{self.name} ({self.root})\n  {len(self.records)} images, captions: "
-                f"{'yes' if self.has_captions else 'no'}, attributes: "
-                f"{len(self.attribute_names) if self.has_attributes else 'no'}")
+        rows = [f"{self.name} ({self.root})",
+                (f"  {len(self.records)} images, captions: "
+                 f"{'yes' if self.has_captions else 'no'}, attributes: "
+                 f"{len(self.attribute_names) if self.has_attributes else 'no'}")]
+        rows += [f"  skipped {count} ({reason})" for reason, count in self.skipped.items()]
+        return "\n".join(rows)
 
 
 def pids_of(records: Sequence[ReIDRecord | TextRecord]) -> np.ndarray:

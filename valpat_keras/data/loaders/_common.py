@@ -1,0 +1,264 @@
+"""Helpers shared by the loaders: layout search, image listing, image checks and .mat/JSON access.
+
+Loaders only parse layouts; everything that reads a file the user gave us goes through these
+helpers so that bad input always ends as one `DatasetFormatError` naming the file and field.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from valpat_keras.data.errors import DatasetFormatError, SkippedImages
+
+#: File endings listed as images by `list_images` (lower case).
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+RecordT = TypeVar("RecordT")
+
+
+def existing_dir(root: str | Path, dataset: str) -> Path:
+    """Returns ``root`` as an absolute `Path`, raising if it is not an existing folder.
+
+    Args:
+        root: The folder the user passed.
+        dataset: Dataset name for the message.
+
+    Raises:
+        DatasetFormatError: When ``root`` does not exist or is not a folder.
+    """
+    path = Path(root).expanduser().absolute()
+    if not path.is_dir():
+        raise DatasetFormatError(path, "folder does not exist",
+                                 expected=f"the {dataset} folder or its parent")
+    return path
+
+
+def find_layout(root: str | Path, candidates: Sequence[str],
+                markers: Sequence[str | Sequence[str]], dataset: str) -> Path:
+    """Finds the dataset folder below ``root`` holding every marker file or folder.
+
+    Users point at the dataset folder or at a parent following torchreid, fast-reid or
+    cluster-contrast conventions; the candidates list those sub-paths in order of preference.
+
+    Args:
+        root: The folder the user passed.
+        candidates: Sub-paths of ``root`` to try, in order (``""`` is ``root`` itself).
+        markers: Names that must all exist inside the dataset folder; a marker given as a
+            tuple of names is satisfied by any one of them.
+        dataset: Dataset name for the message.
+
+    Returns:
+        The absolute dataset folder.
+
+    Raises:
+        DatasetFormatError: When ``root`` is missing or no candidate holds all markers.
+    """
+    base = existing_dir(root, dataset)
+    alternatives = [(m,) if isinstance(m, str) else tuple(m) for m in markers]
+    for candidate in candidates:
+        folder = base / candidate if candidate else base
+        if all(any((folder / name).exists() for name in names) for names in alternatives):
+            return folder
+    tried = ", ".join(f"<root>/{c}" if c else "<root>" for c in candidates)
+    wanted = ", ".join(" or ".join(names) for names in alternatives)
+    raise DatasetFormatError(base, f"no {dataset} layout found",
+                             expected=f"{wanted} inside one of {tried}")
+
+
+def first_existing(folder: Path, names: Sequence[str], what: str) -> Path:
+    """The first of ``folder / name`` that exists; raises naming all of them otherwise."""
+    for name in names:
+        if (folder / name).exists():
+            return folder / name
+    raise DatasetFormatError(folder, f"no {what} found",
+                             expected=" or ".join(f"<folder>/{n}" for n in names))
+
+
+def list_images(folder: str | Path, extensions: Sequence[str] = IMAGE_EXTENSIONS,
+                recursive: bool = False) -> list[Path]:
+    """Image files of a folder, sorted by path so runs are repeatable.
+
+    Args:
+        folder: The folder to list.
+        extensions: Accepted endings, lower case with the dot (matched case-insensitively).
+        recursive: Also list sub-folders.
+
+    Returns:
+        Absolute paths.
+    """
+    folder = Path(folder).absolute()
+    pattern = "**/*" if recursive else "*"
+    return sorted(p for p in folder.glob(pattern)
+                  if p.is_file() and p.suffix.lower() in extensions
+                  and not p.name.startswith("._"))
+
+
+def check_images(paths: Iterable[str | Path]) -> SkippedImages:
+    """Opens each image's header with PIL and reports the ones that cannot be read.
+
+    Only the header is parsed (no pixel decoding), so a 100k-image set is checked in seconds.
+
+    Args:
+        paths: Image files.
+
+    Returns:
+        A `SkippedImages` listing the unreadable files and why.
+    """
+    skipped = SkippedImages()
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+            if width <= 0 or height <= 0:
+                skipped.add(path, "empty image")
+        except FileNotFoundError:
+            skipped.add(path, "missing")
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+            skipped.add(path, f"unreadable: {type(err).__name__}")
+    return skipped
+
+
+def drop_unreadable(records: list[RecordT], verify: bool, context: str,
+                    path_of: Callable[[RecordT], str] = lambda r: r.path
+                    ) -> tuple[list[RecordT], int]:
+    """Drops records whose image is unreadable when ``verify`` is set, warning about them.
+
+    Args:
+        records: The records of one split.
+        verify: Whether to check the images at all (off by default: it reads every header).
+        context: Prefix of the warning, e.g. ``"market1501 train: "``.
+        path_of: How to get the image path of a record.
+
+    Returns:
+        The kept records and the number dropped.
+    """
+    if not verify or not records:
+        return records, 0
+    skipped = check_images(path_of(r) for r in records)
+    if not len(skipped):
+        return records, 0
+    bad = set(skipped.paths)
+    skipped.warn(context)
+    return [r for r in records if path_of(r) not in bad], len(skipped)
+
+
+def relabel(pids: Iterable[int]) -> dict[int, int]:
+    """Maps the sorted distinct original ids to 0..N-1."""
+    return {pid: label for label, pid in enumerate(sorted(set(pids)))}
+
+
+def require_contiguous(pids: Iterable[int], path: Path, rule: str) -> None:
+    """Raises unless ``pids`` are exactly 0..N-1 (IRRA asserts the same on train ids).
+
+    Args:
+        pids: Train person ids after the dataset's id rule.
+        path: The annotation file, for the message.
+        rule: How ids were derived, e.g. ``"pid = id - 1"``.
+    """
+    distinct = sorted(set(pids))
+    if distinct and distinct != list(range(len(distinct))):
+        missing = sorted(set(range(distinct[-1] + 1)) - set(distinct))[:5]
+        raise DatasetFormatError(
+            path, f"train person ids are not contiguous ({rule}; min {distinct[0]}, "
+            f"max {distinct[-1]}, {len(distinct)} distinct, e.g. missing {missing})",
+            expected="train ids forming exactly 0..N-1", field="id")
+
+
+def read_json(path: Path) -> Any:
+    """Parses a JSON file, turning a syntax error into a `DatasetFormatError`."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DatasetFormatError(path, f"invalid JSON at line {err.lineno}: {err.msg}",
+                                 expected="a JSON document") from None
+
+
+def load_mat(path: Path, keys: Sequence[str]) -> dict[str, Any]:
+    """Reads a MATLAB v5 file with scipy's defaults and checks that ``keys`` are present.
+
+    The defaults (``squeeze_me=False``, ``struct_as_record=True``) are what the reference
+    converters (Rethinking_of_PAR) use, so the indexing in the loaders matches theirs.
+
+    Raises:
+        DatasetFormatError: When the file is missing, unreadable or lacks a key.
+    """
+    import scipy.io
+
+    if not path.is_file():
+        raise DatasetFormatError(path, "file does not exist", expected="a MATLAB v5 .mat file")
+    try:
+        mat = scipy.io.loadmat(str(path))
+    except (ValueError, TypeError, OSError, NotImplementedError) as err:
+        raise DatasetFormatError(path, f"cannot read as a MATLAB v5 file ({err})",
+                                 expected="a .mat file readable by scipy.io.loadmat") from None
+    for key in keys:
+        if key not in mat:
+            raise DatasetFormatError(
+                path, f"missing key '{key}'", field=key,
+                expected=f"a MATLAB v5 file with keys {', '.join(keys)}")
+    return mat
+
+
+def mat_string(value: Any) -> str:
+    """The string inside a MATLAB cell element however deeply scipy wrapped it."""
+    while isinstance(value, np.ndarray):
+        if value.dtype.kind in "US":
+            return "".join(str(v) for v in value.ravel())
+        if value.size == 0:
+            return ""
+        value = value.ravel()[0]
+    return str(value)
+
+
+def mat_strings(value: Any) -> list[str]:
+    """The strings of a MATLAB cell array (N x 1 or 1 x N) as a list."""
+    array = np.asarray(value)
+    if array.dtype.kind in "US":
+        return [str(v) for v in array.ravel()]
+    return [mat_string(v) for v in array.ravel()]
+
+
+def mat_field(struct: Any, name: str, position: int | None, path: Path, context: str) -> Any:
+    """A field of a 1x1 MATLAB struct read with ``struct_as_record=True``.
+
+    Args:
+        struct: The struct array (``mat[key]``) or its single element.
+        name: The field name.
+        position: Fallback position when the file uses other field names (``None``: none).
+        path: The .mat file, for the message.
+        context: The struct's name, for the message.
+
+    Raises:
+        DatasetFormatError: When the field is absent.
+    """
+    element = struct
+    while isinstance(element, np.ndarray) and element.dtype.names is not None \
+            and element.size == 1 and element.ndim > 0:
+        element = element.ravel()[0]
+    names = getattr(element, "dtype", None) and element.dtype.names
+    if names and name in names:
+        return element[name]
+    if position is not None and names and position < len(names):
+        return element[position]
+    raise DatasetFormatError(path, f"missing key '{context}.{name}'", field=name,
+                             expected=f"a struct '{context}' with field '{name}'")
+
+
+def mat_indices(value: Any) -> np.ndarray:
+    """A MATLAB 1-based index vector (any shape) as 0-based ``int64``."""
+    return np.asarray(value, dtype=np.int64).ravel() - 1
+
+
+def int8_labels(labels: np.ndarray) -> np.ndarray:
+    """Attribute labels as ``int8`` with 1/0 kept and anything else (2 = uncertain) -> -1."""
+    labels = np.asarray(labels)
+    out = np.full(labels.shape, -1, dtype=np.int8)
+    out[labels == 1] = 1
+    out[labels == 0] = 0
+    return out
