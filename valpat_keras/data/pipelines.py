@@ -1,0 +1,422 @@
+"""tf.data input pipelines: records in, batched and prefetched datasets out.
+
+Images leave every pipeline as float32 in [0, 1], shape ``(B, H, W, 3)`` (the encoder
+normalises inside itself); caption tokens as int32 ``(B, L)`` with 0 padding; attribute
+vectors as float32 with -1 for unknown. The datasets feed ``model.fit`` on every Keras backend.
+
+Randomness is deterministic given ``seed``: building the same pipeline twice gives the same
+batches. A training dataset is finite (one epoch) and draws a new shuffle, new augmentations
+and new caption choices each time it is iterated again (``fit(ds, epochs=n)``), still
+reproducibly: per-element stateless seeds come from ``tf.data.Dataset.random`` with
+``rerandomize_each_iteration=True``. The re-ID pipeline instead lays out the PK sampler's epochs
+explicitly and returns the steps per epoch.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from valpat_keras.data.augment import (
+    attribute_train_augment,
+    reid_train_augment,
+    ssl_view_augment,
+)
+from valpat_keras.data.loaders._common import check_images as _check_image_headers
+from valpat_keras.data.records import PretrainRecord, ReIDRecord, TextRecord
+from valpat_keras.data.sampler import PKSampler
+from valpat_keras.data.tokenizer import CaptionTokenizer
+
+AUTOTUNE = tf.data.AUTOTUNE
+Augment = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+
+
+def filter_readable(paths: Sequence[str], context: str = "") -> tuple[np.ndarray, list[str]]:
+    """Checks image headers and warns (count and files) about unreadable ones.
+
+    Args:
+        paths: Image files.
+        context: Prefix for the warning, e.g. the builder's name.
+
+    Returns:
+        ``(keep, skipped)``: a boolean mask over ``paths`` and the list of skipped files.
+    """
+    skipped = _check_image_headers(paths)
+    skipped.warn(f"{context}: " if context else "")
+    bad = set(skipped.paths)
+    return np.asarray([str(p) not in bad for p in paths], dtype=bool), list(skipped.paths)
+
+
+def decode_image(path: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
+    """Reads a JPEG/PNG/BMP/GIF file into float32 ``(H, W, 3)`` in [0, 1] at ``image_size``.
+
+    Args:
+        path: Scalar string tensor.
+        image_size: ``(height, width)`` after resizing (aspect ratio not kept, as in re-ID).
+    """
+    raw = tf.io.read_file(path)
+    image = tf.io.decode_image(raw, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    image = tf.image.resize(tf.cast(image, tf.float32) / 255.0, image_size, antialias=True)
+    return tf.clip_by_value(image, 0.0, 1.0)
+
+
+def _resolve_augment(augment: bool | Augment | None, default: Augment) -> Augment | None:
+    """``True`` -> the builder's recipe, a callable -> itself, ``False``/``None`` -> none."""
+    if callable(augment):
+        return augment
+    return default if augment else None
+
+
+def _keep_readable(records: list, check_images: bool, context: str) -> list:
+    """Drops records with unreadable images (with a warning) when ``check_images``."""
+    if not check_images:
+        return list(records)
+    keep, _ = filter_readable([r.path for r in records], context)
+    return [r for r, ok in zip(records, keep) if ok]
+
+
+def _seeded_indices(num: int, seed: int, shuffle: bool) -> tf.data.Dataset:
+    """``(index, element_seed)`` pairs: one epoch, reshuffled and reseeded per iteration."""
+    if num == 0:
+        raise ValueError("cannot build a pipeline from zero records")
+    indices = tf.data.Dataset.range(num)
+    if shuffle:
+        # The whole index list fits in the buffer: a full, reproducible shuffle.
+        indices = indices.shuffle(num, seed=seed, reshuffle_each_iteration=True)
+    randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    return tf.data.Dataset.zip(indices, randoms).map(
+        lambda index, r: (index, tf.stack([r, index])))
+
+
+def _finish(dataset: tf.data.Dataset, batch_size: int, drop_remainder: bool
+            ) -> tf.data.Dataset:
+    """Batches and prefetches; small result sets still yield one (partial) batch."""
+    return dataset.batch(batch_size, drop_remainder=drop_remainder,
+                         num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+
+
+def _check_batch(num: int, batch_size: int, drop_remainder: bool, context: str) -> None:
+    """Fails early instead of yielding an empty dataset that would stall ``fit``."""
+    if drop_remainder and num < batch_size:
+        raise ValueError(f"{context}: {num} records give no full batch of {batch_size} with "
+                         "drop_remainder=True; lower batch_size")
+
+
+def image_dataset(paths: Sequence[str], image_size: tuple[int, int] = (256, 128),
+                  batch_size: int = 64) -> tf.data.Dataset:
+    """Images only, in order, no augmentation (feature extraction).
+
+    Filter unreadable files beforehand with `filter_readable` if needed: dropping them here
+    would silently shift features against their records.
+
+    Args:
+        paths: Image files.
+        image_size: ``(height, width)``.
+        batch_size: Images per batch (the last batch may be smaller).
+
+    Returns:
+        A dataset of float32 ``(B, H, W, 3)`` batches.
+    """
+    paths = [str(p) for p in paths]
+    if not paths:
+        raise ValueError("image_dataset needs at least one path")
+    dataset = tf.data.Dataset.from_tensor_slices(paths).map(
+        lambda p: decode_image(p, image_size), num_parallel_calls=AUTOTUNE)
+    return _finish(dataset, batch_size, drop_remainder=False)
+
+
+def labeled_image_dataset(paths: Sequence[str], labels: np.ndarray,
+                          image_size: tuple[int, int] = (256, 128), batch_size: int = 64,
+                          training: bool = False, seed: int = 0,
+                          augment: bool | Augment | None = None, drop_remainder: bool = False,
+                          check_images: bool = False) -> tf.data.Dataset:
+    """``(images, labels)`` batches for attribute training/evaluation and generic use.
+
+    Args:
+        paths: Image files.
+        labels: One label (scalar or array) per path; floating labels become float32 (e.g.
+            attribute vectors with -1 unknown), integer labels int32.
+        image_size: ``(height, width)``.
+        batch_size: Images per batch.
+        training: Shuffle (and augment, unless ``augment`` says otherwise).
+        seed: Seed of shuffling and augmentation.
+        augment: ``None`` follows ``training``; ``True`` uses `attribute_train_augment`; a
+            callable ``(image, seed) -> image`` is used as is; ``False`` disables.
+        drop_remainder: Drop the last incomplete batch.
+        check_images: Drop (and warn about) files whose header cannot be read.
+
+    Returns:
+        A dataset of ``(float32 (B, H, W, 3), labels (B, ...))``.
+    """
+    labels = np.asarray(labels)
+    if len(labels) != len(paths):
+        raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
+    labels = labels.astype(np.float32 if labels.dtype.kind in "fb" else np.int32)
+    paths = np.asarray([str(p) for p in paths])
+    if check_images:
+        keep, _ = filter_readable(list(paths), "labeled_image_dataset")
+        paths, labels = paths[keep], labels[keep]
+    _check_batch(len(paths), batch_size, drop_remainder, "labeled_image_dataset")
+    augment_fn = _resolve_augment(training if augment is None else augment,
+                                  attribute_train_augment)
+    path_table, label_table = tf.constant(paths), tf.constant(labels)
+
+    def load(index, element_seed):
+        image = decode_image(tf.gather(path_table, index), image_size)
+        if augment_fn is not None:
+            image = augment_fn(image, element_seed)
+        return image, tf.gather(label_table, index)
+
+    dataset = _seeded_indices(len(paths), seed, shuffle=training).map(
+        load, num_parallel_calls=AUTOTUNE)
+    return _finish(dataset, batch_size, drop_remainder)
+
+
+def _caption_table(captions: Sequence[Sequence[str]]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Flattened captions with each record's start offset and count."""
+    counts = np.asarray([len(c) for c in captions], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    flat = [str(c) for caps in captions for c in caps]
+    return tf.constant(flat, tf.string), tf.constant(starts), tf.constant(counts)
+
+
+def _pick_caption(flat: tf.Tensor, starts: tf.Tensor, counts: tf.Tensor, index: tf.Tensor,
+                  seed: tf.Tensor) -> tf.Tensor:
+    """One of the record's captions, chosen by the element's (per-epoch) seed."""
+    pick = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seed, 7),
+                                       0, tf.gather(counts, index), dtype=tf.int64)
+    return tf.gather(flat, tf.gather(starts, index) + pick)
+
+
+def pretrain_dataset(records: Sequence[PretrainRecord], image_size: tuple[int, int] = (256, 128),
+                     batch_size: int = 64, tokenizer: CaptionTokenizer | None = None,
+                     seed: int = 0, augment: bool | Augment = True, shuffle: bool = True,
+                     drop_remainder: bool = True, num_attributes: int | None = None,
+                     check_images: bool = False) -> tf.data.Dataset:
+    """Dict batches for VAL-PAT pretraining (the pretrainer reads ``x`` only, ``y`` is None).
+
+    Keys: ``"view1"``, ``"view2"``: two independently augmented views, float32
+    ``(B, H, W, 3)``; ``"token_ids"``: int32 ``(B, L)``, one caption sampled per image per
+    epoch (only with a ``tokenizer`` and captioned records); ``"attributes"``: float32
+    ``(B, A)`` with -1 unknown (only when some record has attributes; records without get
+    all -1).
+
+    Args:
+        records: Pretraining records.
+        image_size: ``(height, width)``.
+        batch_size: Images per batch.
+        tokenizer: Caption tokenizer; ``None`` leaves out ``"token_ids"``.
+        seed: Seed of shuffling, augmentation and caption choice.
+        augment: ``True`` uses `ssl_view_augment` (cropping from a source decoded at twice
+            ``image_size``), a callable ``(image, seed) -> image`` is used as is on the resized
+            image, ``False`` makes both views the plain resized image.
+        shuffle: Shuffle the records each epoch.
+        drop_remainder: Drop the last incomplete batch (the MoCo queue needs a static batch).
+        num_attributes: Length of the attribute vectors; inferred from the records if None.
+        check_images: Drop (and warn about) records whose image header cannot be read.
+
+    Returns:
+        A dataset of dict batches.
+
+    Raises:
+        ValueError: With a tokenizer, when only some records have captions.
+    """
+    records = _keep_readable(list(records), check_images, "pretrain_dataset")
+    _check_batch(len(records), batch_size, drop_remainder, "pretrain_dataset")
+    augment_fn = _resolve_augment(augment, ssl_view_augment)
+    path_table = tf.constant([r.path for r in records])
+
+    with_captions = tokenizer is not None and any(r.captions for r in records)
+    if tokenizer is not None and not with_captions:
+        warnings.warn("pretrain_dataset: a tokenizer was given but no record has a caption; "
+                      "the batches have no 'token_ids'", UserWarning, stacklevel=2)
+    if with_captions:
+        missing = sum(1 for r in records if not r.captions)
+        if missing:
+            raise ValueError(f"pretrain_dataset: {missing} of {len(records)} records have no "
+                             "caption; pass tokenizer=None or give every record a caption")
+        caption_table = _caption_table([r.captions for r in records])
+
+    with_attributes = num_attributes is not None or any(
+        r.attributes is not None for r in records)
+    if with_attributes:
+        attribute_table = tf.constant(_attribute_matrix(records, num_attributes))
+
+    # The default recipe crops from a 2x source: a 20 % crop of the final size would be a blur.
+    sharp_crops = augment is True
+    source_size = (2 * image_size[0], 2 * image_size[1]) if sharp_crops else image_size
+
+    def view(image, view_seed):
+        if sharp_crops:
+            return ssl_view_augment(image, view_seed, size=image_size)
+        return augment_fn(image, view_seed)
+
+    def load(index, element_seed):
+        image = decode_image(tf.gather(path_table, index), source_size)
+        if augment_fn is None:
+            batch = {"view1": image, "view2": image}
+        else:
+            seed1, seed2 = tf.unstack(tf.random.experimental.stateless_split(element_seed, 2))
+            batch = {"view1": view(image, seed1), "view2": view(image, seed2)}
+        if with_captions:
+            batch["caption"] = _pick_caption(*caption_table, index, element_seed)
+        if with_attributes:
+            batch["attributes"] = tf.gather(attribute_table, index)
+        return batch
+
+    dataset = _seeded_indices(len(records), seed, shuffle).map(load, num_parallel_calls=AUTOTUNE)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder,
+                            num_parallel_calls=AUTOTUNE)
+    if with_captions:
+        # Tokenizing a whole batch at once is much cheaper than per caption.
+        dataset = dataset.map(lambda b: _tokenize_batch(b, tokenizer), num_parallel_calls=AUTOTUNE)
+    return dataset.prefetch(AUTOTUNE)
+
+
+def _tokenize_batch(batch: dict, tokenizer: CaptionTokenizer) -> dict:
+    """Replaces the batch's ``"caption"`` strings with ``"token_ids"``."""
+    batch = dict(batch)
+    captions = batch.pop("caption")
+    # Keep the static batch size (drop_remainder) that the tokenizer's reshape loses.
+    batch["token_ids"] = tf.ensure_shape(tokenizer(captions),
+                                         [captions.shape[0], tokenizer.sequence_length])
+    return batch
+
+
+def _attribute_matrix(records: Sequence[PretrainRecord], num_attributes: int | None
+                      ) -> np.ndarray:
+    """``(N, A)`` float32 labels; records without attributes are all -1 (unknown)."""
+    lengths = {np.asarray(r.attributes).size for r in records if r.attributes is not None}
+    if num_attributes is None:
+        if len(lengths) != 1:
+            raise ValueError(f"records have attribute vectors of lengths {sorted(lengths)}; "
+                             "pass num_attributes")
+        num_attributes = lengths.pop()
+    matrix = np.full((len(records), num_attributes), -1.0, dtype=np.float32)
+    for row, record in enumerate(records):
+        if record.attributes is None:
+            continue
+        values = np.asarray(record.attributes, dtype=np.float32).reshape(-1)
+        if values.size != num_attributes:
+            raise ValueError(f"{record.path}: attribute vector has {values.size} entries, "
+                             f"expected num_attributes={num_attributes}")
+        matrix[row] = values
+    return matrix
+
+
+def reid_train_dataset(records: Sequence[ReIDRecord], image_size: tuple[int, int] = (256, 128),
+                       p: int = 16, k: int = 4, seed: int = 0,
+                       augment: bool | Augment = True, epochs: int = 1,
+                       check_images: bool = False) -> tuple[tf.data.Dataset, int]:
+    """``(images, pids)`` batches of P identities x K images from `PKSampler`.
+
+    The dataset holds ``epochs`` sampler epochs back to back (epoch ``e`` uses the sampler's
+    ``(seed, e)``), so train with ``model.fit(ds, epochs=epochs,
+    steps_per_epoch=steps_per_epoch)``; Keras then keeps one iterator across epochs.
+
+    Args:
+        records: Training records (pids relabelled 0..N-1).
+        image_size: ``(height, width)``.
+        p: Identities per batch.
+        k: Images per identity.
+        seed: Seed of the sampler and the augmentation.
+        augment: ``True`` uses `reid_train_augment`, a callable ``(image, seed) -> image`` is
+            used as is, ``False`` disables.
+        epochs: Number of sampler epochs laid out in the dataset.
+        check_images: Drop (and warn about) records whose image header cannot be read.
+
+    Returns:
+        ``(dataset, steps_per_epoch)``; the dataset yields float32 ``(P*K, H, W, 3)`` images
+        and int32 ``(P*K,)`` pids.
+    """
+    records = _keep_readable(list(records), check_images, "reid_train_dataset")
+    sampler = PKSampler([r.pid for r in records], [r.camid for r in records], p=p, k=k,
+                        seed=seed)
+    order = np.concatenate([sampler.epoch_indices(e).reshape(-1) for e in range(epochs)])
+    augment_fn = _resolve_augment(augment, reid_train_augment)
+    path_table = tf.constant([r.path for r in records])
+    pid_table = tf.constant([r.pid for r in records], tf.int32)
+
+    def load(position, index):
+        image = decode_image(tf.gather(path_table, index), image_size)
+        if augment_fn is not None:
+            image = augment_fn(image, tf.stack([tf.constant(seed, tf.int64), position]))
+        return image, tf.gather(pid_table, index)
+
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (np.arange(len(order), dtype=np.int64), order)).map(load, num_parallel_calls=AUTOTUNE)
+    return _finish(dataset, sampler.batch_size, drop_remainder=True), sampler.num_batches
+
+
+def text_image_dataset(records: Sequence[TextRecord], tokenizer: CaptionTokenizer,
+                       image_size: tuple[int, int] = (256, 128), batch_size: int = 64,
+                       seed: int = 0, augment: bool | Augment = True, shuffle: bool = True,
+                       drop_remainder: bool = True, check_images: bool = False
+                       ) -> tf.data.Dataset:
+    """Dict batches ``{"images", "token_ids", "pids"}`` for text-based person search training.
+
+    One caption is sampled per image per epoch.
+
+    Args:
+        records: Training records (every one needs a caption).
+        tokenizer: Caption tokenizer.
+        image_size: ``(height, width)``.
+        batch_size: Images per batch.
+        seed: Seed of shuffling, augmentation and caption choice.
+        augment: ``True`` uses `reid_train_augment` (IRRA's recipe), a callable is used as is,
+            ``False`` disables.
+        shuffle: Shuffle the records each epoch.
+        drop_remainder: Drop the last incomplete batch.
+        check_images: Drop (and warn about) records whose image header cannot be read.
+
+    Returns:
+        A dataset of dicts: float32 ``(B, H, W, 3)`` images, int32 ``(B, L)`` token ids,
+        int32 ``(B,)`` pids.
+    """
+    records = _keep_readable(list(records), check_images, "text_image_dataset")
+    missing = [r.path for r in records if not r.captions]
+    if missing:
+        raise ValueError(f"text_image_dataset: {len(missing)} records have no caption "
+                         f"(e.g. {missing[0]})")
+    _check_batch(len(records), batch_size, drop_remainder, "text_image_dataset")
+    augment_fn = _resolve_augment(augment, reid_train_augment)
+    path_table = tf.constant([r.path for r in records])
+    pid_table = tf.constant([r.pid for r in records], tf.int32)
+    caption_table = _caption_table([r.captions for r in records])
+
+    def load(index, element_seed):
+        image = decode_image(tf.gather(path_table, index), image_size)
+        if augment_fn is not None:
+            image = augment_fn(image, element_seed)
+        return {"images": image, "caption": _pick_caption(*caption_table, index, element_seed),
+                "pids": tf.gather(pid_table, index)}
+
+    dataset = _seeded_indices(len(records), seed, shuffle).map(load, num_parallel_calls=AUTOTUNE)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder,
+                            num_parallel_calls=AUTOTUNE)
+    dataset = dataset.map(lambda b: _tokenize_batch(b, tokenizer), num_parallel_calls=AUTOTUNE)
+    return dataset.prefetch(AUTOTUNE)
+
+
+def caption_dataset(captions: Sequence[str], tokenizer: CaptionTokenizer,
+                    batch_size: int = 64) -> tf.data.Dataset:
+    """Token id batches of ``captions``, in order (text queries).
+
+    Args:
+        captions: Caption strings.
+        tokenizer: Caption tokenizer.
+        batch_size: Captions per batch (the last batch may be smaller).
+
+    Returns:
+        A dataset of int32 ``(B, L)`` batches.
+    """
+    captions = [str(c) for c in captions]
+    if not captions:
+        raise ValueError("caption_dataset needs at least one caption")
+    dataset = tf.data.Dataset.from_tensor_slices(tf.constant(captions, tf.string))
+    return dataset.batch(batch_size).map(tokenizer, num_parallel_calls=AUTOTUNE).prefetch(
+        AUTOTUNE)
