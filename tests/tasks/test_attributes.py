@@ -1,0 +1,117 @@
+"""AttributeRecognizer: loss, metric, a training step, prediction API and saving."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.keras
+
+NAMES = ["Female", "Hat", "Backpack", "Shorts", "boots"]
+
+
+def _bce(labels, logits, ratios, smoothing=0.0):
+    # Rethinking_of_PAR: DeepMAR weights of the hard labels, BCE against smoothed targets,
+    # averaged over the known (0/1) entries.
+    known = (labels == 0) | (labels == 1)
+    pos = (labels == 1).astype(np.float64)
+    weight = np.exp(pos * (1 - ratios) + (1 - pos) * ratios) * known
+    target = pos * (1 - smoothing) + smoothing / 2
+    prob = 1 / (1 + np.exp(-logits))
+    bce = -(target * np.log(prob) + (1 - target) * np.log(1 - prob))
+    return (weight * bce).sum() / known.sum()
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    # Built once per module (the slow part); each test wraps it in a new task model.
+    from valpat_keras.models import build_image_encoder
+
+    return build_image_encoder("tiny", image_size=(64, 32))
+
+
+def _model(encoder, **kwargs):
+    from valpat_keras.tasks.attributes import AttributeRecognizer
+
+    return AttributeRecognizer(encoder, num_attributes=5, attribute_names=NAMES, **kwargs)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+def test_loss_is_weighted_bce_with_masked_unknowns_and_smoothing(encoder, smoothing):
+    from keras import ops
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(-1, 2, size=(6, 5)).astype("float32")
+    logits = rng.normal(size=(6, 5)).astype("float32")
+    ratios = np.array([0.1, 0.3, 0.5, 0.7, 0.9], "float32")
+    model = _model(encoder, positive_ratios=ratios, label_smoothing=smoothing)
+    got = float(ops.convert_to_numpy(model.compute_loss(y=labels, y_pred=logits)))
+    np.testing.assert_allclose(got, _bce(labels, logits.astype(np.float64), ratios, smoothing),
+                               rtol=1e-5)
+    # An unknown label makes its logit irrelevant.
+    changed = logits.copy()
+    changed[labels == -1] += 5.0
+    again = float(ops.convert_to_numpy(model.compute_loss(y=labels, y_pred=changed)))
+    np.testing.assert_allclose(again, got, rtol=1e-6)
+
+
+def test_mean_accuracy_metric_accumulates_like_evaluate_attributes():
+    from keras import ops
+
+    from valpat_keras.evaluation import evaluate_attributes
+    from valpat_keras.tasks.attributes import AttributeMeanAccuracy
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(-1, 2, size=(20, 5)).astype("float32")
+    logits = rng.normal(size=(20, 5)).astype("float32")
+    metric = AttributeMeanAccuracy(5, indices=[0, 2, 3])
+    metric.update_state(labels[:7], logits[:7])
+    metric.update_state(labels[7:], logits[7:])
+    want = evaluate_attributes(labels[:, [0, 2, 3]], 1 / (1 + np.exp(-logits[:, [0, 2, 3]])))
+    np.testing.assert_allclose(float(ops.convert_to_numpy(metric.result())), want["ma"],
+                               rtol=1e-5)
+    metric.reset_state()
+    assert float(ops.convert_to_numpy(metric.result())) == 0.0
+
+
+def test_fit_learns_a_visible_attribute_and_predicts_by_name(encoder, tmp_path):
+    import keras
+
+    from valpat_keras.tasks.attributes import AttributeRecognizer
+
+    # Attribute 1 ("Hat") is on iff the top of the image is bright; others random / unknown.
+    rng = np.random.default_rng(2)
+    images = rng.uniform(0, 0.3, size=(16, 64, 32, 3)).astype("float32")
+    labels = rng.integers(-1, 2, size=(16, 5)).astype("float32")
+    labels[:, 1] = np.arange(16) % 2
+    images[labels[:, 1] == 1, :16] += 0.7
+    keras.utils.set_random_seed(0)
+    model = _model(encoder, positive_ratios=[0.5] * 5, eval_indices=[1])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    history = model.fit(images, labels, batch_size=8, epochs=4, verbose=0, shuffle=False)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert history.history["ma"][-1] > 0.5
+
+    path = tmp_path / "person.png"
+    Image.fromarray((images[1] * 255).astype("uint8")).save(path)
+    from_file = model.predict_attributes(str(path))
+    from_array = model.predict_attributes(images[1])
+    assert list(from_file[0]) == NAMES
+    assert all(0.0 <= p <= 1.0 for p in from_file[0].values())
+    np.testing.assert_allclose(from_file[0]["Hat"], from_array[0]["Hat"], atol=0.02)
+
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert isinstance(loaded, AttributeRecognizer)
+    assert loaded.attribute_names == NAMES and loaded.eval_indices == [1]
+    np.testing.assert_allclose(loaded.predict_probabilities(images[:4]),
+                               model.predict_probabilities(images[:4]), atol=1e-5)
+
+
+def test_bad_arguments_are_reported(encoder):
+    from valpat_keras.tasks.attributes import AttributeRecognizer
+
+    with pytest.raises(ValueError, match="positive_ratios has 2 entries for 5"):
+        AttributeRecognizer(encoder, 5, positive_ratios=[0.5, 0.5])
+    model = AttributeRecognizer(encoder, 5)
+    with pytest.raises(ValueError, match="without `loss`"):
+        model.compile(loss="binary_crossentropy")

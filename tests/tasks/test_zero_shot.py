@@ -1,0 +1,101 @@
+"""Zero-shot attribute recognition: prompts, the pairwise softmax and evaluation from a run."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.keras
+
+
+@pytest.fixture(scope="module")
+def backbone_and_tokenizer():
+    # Built once per module: building the encoders dominates these tests' time.
+    from valpat_keras.tasks.search import build_search_backbone
+    from valpat_keras.tasks.zero_shot import resolve_prompts
+
+    sentences = [t for pos, neg in resolve_prompts().values() for t in pos + neg]
+    return build_search_backbone(sentences, image_size=(64, 32), embedding_dim=32,
+                                 vocabulary_size=200, sequence_length=16)
+
+
+def test_default_prompts_cover_pa100k_and_can_be_overridden():
+    from valpat_keras.data.attribute_names import PA100K_ATTRIBUTES
+    from valpat_keras.tasks.zero_shot import PA100K_PROMPTS, resolve_prompts
+
+    assert tuple(PA100K_PROMPTS) == PA100K_ATTRIBUTES
+    prompts = resolve_prompts(prompts={"Hat": ("a red cap", ["no hat", "bare head"])})
+    assert list(prompts) == list(PA100K_ATTRIBUTES)
+    assert prompts["Hat"] == (["a red cap"], ["no hat", "bare head"])
+    assert all(pos and neg for pos, neg in prompts.values())
+    custom = resolve_prompts(["umbrella"], {"umbrella": ("with an umbrella", "no umbrella")})
+    assert list(custom) == ["umbrella"]
+    with pytest.raises(KeyError, match="umbrella"):
+        resolve_prompts(["Hat", "umbrella"])
+
+
+def test_probability_is_the_softmax_over_the_prompt_pair(backbone_and_tokenizer, tmp_path):
+    from keras import ops
+
+    from valpat_keras.tasks.search import encode_captions, encode_images
+    from valpat_keras.tasks.zero_shot import zero_shot_attributes
+
+    backbone, tokenizer = backbone_and_tokenizer
+    rng = np.random.default_rng(0)
+    images = rng.uniform(size=(3, 64, 32, 3)).astype("float32")
+    prompts = {"Hat": ("a person wearing a hat", "a person without a hat"),
+               "Backpack": (["a backpack", "a rucksack"], "no backpack")}
+    probs = zero_shot_attributes(backbone, tokenizer, images, prompts=prompts,
+                                 attribute_names=["Hat", "Backpack"])
+    assert probs.shape == (3, 2) and probs.dtype == np.float32
+
+    img = encode_images(backbone, images)
+    hat = encode_captions(backbone, tokenizer, list(prompts["Hat"]))
+    bag = encode_captions(backbone, tokenizer, ["a backpack", "a rucksack", "no backpack"])
+    bag_pos = bag[:2].mean(0) / np.linalg.norm(bag[:2].mean(0))
+    scale = float(ops.convert_to_numpy(backbone.logit_scale))
+    for column, (pos, neg) in enumerate([(hat[0], hat[1]), (bag_pos, bag[2])]):
+        logits = scale * np.stack([img @ pos, img @ neg], axis=1)
+        want = np.exp(logits[:, 0]) / np.exp(logits).sum(1)
+        np.testing.assert_allclose(probs[:, column], want, atol=1e-5)
+
+    path = tmp_path / "p.png"
+    Image.fromarray((images[0] * 255).round().astype("uint8")).save(path)
+    from_path = zero_shot_attributes(backbone, tokenizer, str(path), prompts=prompts,
+                                     attribute_names=["Hat", "Backpack"])
+    np.testing.assert_allclose(from_path[0], probs[0], atol=0.02)
+
+
+def test_evaluate_zero_shot_reads_a_run_folder(backbone_and_tokenizer, tmp_path):
+    from valpat_keras.data.attribute_names import PA100K_ATTRIBUTES
+    from valpat_keras.data.records import AttributeDataset, AttributeRecord
+    from valpat_keras.tasks.zero_shot import evaluate_zero_shot
+
+    backbone, tokenizer = backbone_and_tokenizer
+    backbone.save_to_preset(str(tmp_path / "run" / "backbone"))
+    tokenizer.save_to_preset(str(tmp_path / "run" / "backbone" / "tokenizer"))
+    rng = np.random.default_rng(1)
+    records = []
+    for i in range(4):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 255, size=(64, 32, 3), dtype=np.uint8)).save(path)
+        records.append(AttributeRecord(str(path), rng.integers(0, 2, 26).astype(np.int8)))
+    dataset = AttributeDataset("pa100k", str(tmp_path), records, [], records,
+                               list(PA100K_ATTRIBUTES), eval_indices=[0, 7, 11])
+    result = evaluate_zero_shot(dataset, tmp_path / "run")
+    assert set(result["label_ma"]) == {"Female", "Hat", "Backpack"}
+    assert 0.0 <= result["ma"] <= 1.0 and result["label_ma_array"].shape == (3,)
+    with pytest.raises(FileNotFoundError, match="no pretrained backbone"):
+        evaluate_zero_shot(dataset, tmp_path / "missing")
+
+
+def test_train_attributes_checks_zero_shot_inputs_before_training(tmp_path):
+    from valpat_keras.data.records import AttributeDataset, AttributeRecord
+    from valpat_keras.tasks.attributes import train_attributes
+
+    records = [AttributeRecord(str(tmp_path / "never_read.jpg"), np.array([1], np.int8))]
+    dataset = AttributeDataset("manifest", str(tmp_path), records, [], records, ["umbrella"],
+                               eval_indices=[0])
+    with pytest.raises(ValueError, match="needs init=RUN_DIR"):
+        train_attributes(dataset, tmp_path / "out", zero_shot=True)
+    with pytest.raises(KeyError, match="umbrella"):
+        train_attributes(dataset, tmp_path / "out", init=str(tmp_path), zero_shot=True)
