@@ -14,10 +14,13 @@ import sys
 
 #: Subcommand name -> module under `valpat_keras.cli`.
 COMMANDS: dict[str, str] = {
+    "demo": "demo",
     "synthped": "synthped",
     "datasets": "datasets",
     "attributes": "attributes",
     "search": "search",
+    "reid": "reid",
+    "pretrain": "pretrain",
 }
 
 BACKENDS = ("tensorflow", "jax", "torch")

@@ -1,0 +1,153 @@
+"""Re-ID transfer: BNNeck, the LR schedule, BoT training and the Cluster Contrast loop."""
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from valpat_keras.data.records import ReIDRecord
+from valpat_keras.models import build_image_encoder
+from valpat_keras.models.reid_head import BNNeck
+from valpat_keras.tasks.reid import FreezeBackbone, ReIDModel, WarmupLearningRate
+from valpat_keras.tasks.unsupervised_reid import (
+    ClusterContrastReID,
+    fit_cluster_contrast,
+    pseudo_label_epoch,
+)
+
+pytestmark = pytest.mark.keras
+
+IMAGE_SIZE = (32, 16)
+
+
+def _np(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def test_bnneck_matches_numpy_and_learns_no_shift():
+    rng = np.random.default_rng(0)
+    x = rng.normal(2.0, 3.0, size=(8, 5)).astype("float32")
+    neck = BNNeck(epsilon=1e-5)
+    neck.build((None, 5))
+    gamma = rng.uniform(0.5, 2.0, size=5).astype("float32")
+    neck.batch_norm.gamma.assign(gamma)
+    assert [w.name for w in neck.trainable_weights] == ["gamma"]
+    # Inference uses the moving statistics (initially mean 0, variance 1).
+    np.testing.assert_allclose(_np(neck(x, training=False)), gamma * x / np.sqrt(1 + 1e-5),
+                               rtol=1e-4)
+    expected = gamma * (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-5)
+    np.testing.assert_allclose(_np(neck(x, training=True)), expected, rtol=1e-4, atol=1e-4)
+    restored = BNNeck.from_config(neck.get_config())
+    assert restored.momentum == neck.momentum and restored.epsilon == neck.epsilon
+
+
+def test_warmup_learning_rate_step_and_cosine():
+    step = WarmupLearningRate(1.0, warmup_steps=10, total_steps=100, mode="step",
+                              milestones=(40, 70), gamma=0.1, warmup_factor=0.1)
+    values = [float(_np(step(s))) for s in (0, 5, 10, 39, 40, 70, 99)]
+    np.testing.assert_allclose(values, [0.1, 0.55, 1.0, 1.0, 0.1, 0.01, 0.01], rtol=1e-5)
+    cosine = WarmupLearningRate(1.0, warmup_steps=0, total_steps=100, mode="cosine")
+    np.testing.assert_allclose([float(_np(cosine(s))) for s in (0, 50, 100)], [1.0, 0.5, 0.0],
+                               atol=1e-6)
+    rebuilt = keras.optimizers.schedules.deserialize(
+        keras.optimizers.schedules.serialize(step))
+    assert float(_np(rebuilt(45))) == pytest.approx(0.1)
+
+
+def _pk_batch(num_ids=4, per_id=4, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(size=(num_ids * per_id, *IMAGE_SIZE, 3)).astype("float32")
+    return images, np.repeat(np.arange(num_ids), per_id).astype("int32")
+
+
+def test_bot_training_step_freezing_and_keras_round_trip(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = ReIDModel(build_image_encoder("tiny", IMAGE_SIZE), num_classes=4)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    images, pids = _pk_batch()
+    backbone_before = [w.copy() for w in model.backbone.get_weights()]
+    classifier_before = model.classifier.get_weights()[0].copy()
+    history = model.fit(images, pids, batch_size=16, epochs=1, verbose=0, shuffle=False,
+                        callbacks=[FreezeBackbone(1)]).history
+    # Frozen epoch: the head learns, the encoder's trainable weights do not move.
+    assert not np.allclose(model.classifier.get_weights()[0], classifier_before)
+    for var, before in zip(model.backbone.trainable_variables,
+                           [backbone_before[i] for i, v in enumerate(model.backbone.weights)
+                            if v.trainable]):
+        np.testing.assert_array_equal(_np(var), before)
+    assert np.isfinite(history["loss"][0]) and history["triplet_loss"][0] > 0
+    model.fit(images, pids, batch_size=16, epochs=1, verbose=0, shuffle=False)
+    assert not all(np.array_equal(_np(v), b) for v, b in
+                   zip(model.backbone.weights, backbone_before))
+    embeddings = model.embed(images)
+    assert embeddings.shape == (16, model.backbone.feature_dim)
+    path = tmp_path / "reid.keras"
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert isinstance(restored, ReIDModel) and restored.num_classes == 4
+    assert restored.triplet_margin == 0.3 and restored.label_smoothing == 0.1
+    for restored_weight, weight in zip(restored.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(restored_weight, weight)
+
+
+def test_cluster_memory_is_set_masked_and_updated_in_the_train_step():
+    keras.utils.set_random_seed(0)
+    model = ClusterContrastReID(build_image_encoder("tiny", IMAGE_SIZE), memory_capacity=8,
+                                memory_momentum=0.5)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    rng = np.random.default_rng(1)
+    centroids = rng.normal(size=(6, model.backbone.feature_dim)).astype("float32")
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    model.set_centroids(centroids)
+    assert int(_np(model.memory.num_clusters)) == 6
+    images, labels = _pk_batch()  # clusters 0..3 present, 4 and 5 absent
+    model.fit(images, labels, batch_size=16, epochs=1, verbose=0, shuffle=False)
+    memory = _np(model.memory.centroids.value)
+    assert not np.allclose(memory[:4], centroids[:4])
+    np.testing.assert_allclose(np.linalg.norm(memory[:4], axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(memory[4:6], centroids[4:6])
+    np.testing.assert_array_equal(memory[6:], 0.0)
+    with pytest.raises(ValueError, match="capacity"):
+        model.set_centroids(np.zeros((9, model.backbone.feature_dim)))
+
+
+@pytest.fixture(scope="module")
+def toy_reid_records(tmp_path_factory):
+    """12 identities x 8 images: two coloured body blocks on noisy backgrounds."""
+    root = tmp_path_factory.mktemp("toy_reid")
+    rng = np.random.default_rng(0)
+    colours = rng.uniform(size=(12, 2, 3))
+    records = []
+    for pid in range(12):
+        for j in range(8):
+            image = 0.5 * rng.uniform(size=(64, 32, 3)) + 0.5 * rng.uniform(size=(1, 1, 3))
+            top, left = 8 + rng.integers(-4, 5), 8 + rng.integers(-3, 4)
+            brightness = rng.uniform(0.6, 1.2)
+            image[top:top + 22, left:left + 16] = np.clip(colours[pid, 0] * brightness, 0, 1)
+            image[top + 22:top + 44, left:left + 16] = np.clip(colours[pid, 1] * brightness,
+                                                               0, 1)
+            path = root / f"{pid:03d}_{j}.png"
+            Image.fromarray((image * 255).astype("uint8")).save(path)
+            records.append(ReIDRecord(str(path), pid, j % 3))
+    return records
+
+
+def test_cluster_contrast_loop_improves_pseudo_labels(toy_reid_records):
+    keras.utils.set_random_seed(0)
+    model = ClusterContrastReID(build_image_encoder("tiny", IMAGE_SIZE),
+                                memory_capacity=len(toy_reid_records))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    cluster_args = {"eps": 0.6, "min_samples": 3, "k1": 6, "k2": 2}
+    history = fit_cluster_contrast(model, toy_reid_records, 2, IMAGE_SIZE, p=4, k=4,
+                                   steps_per_epoch=8, **cluster_args)
+    assert [h["epoch"] for h in history] == [0, 1]
+    for entry in history:
+        assert entry["num_clusters"] >= 4 and np.isfinite(entry["loss"])
+        assert {"num_outliers", "ari", "nmi"} <= set(entry)
+    true_ids = np.asarray([r.pid for r in toy_reid_records])
+    pseudo, final = pseudo_label_epoch(model, toy_reid_records, IMAGE_SIZE,
+                                       true_ids=true_ids, **cluster_args)
+    assert len(pseudo) == len(toy_reid_records) - final["num_outliers"]
+    assert int(_np(model.memory.num_clusters)) == final["num_clusters"]
+    # Two rounds of cluster contrast make the pseudo-identities agree better with the truth.
+    assert final["ari"] > history[0]["ari"] + 0.03

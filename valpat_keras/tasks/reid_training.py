@@ -1,0 +1,266 @@
+"""`train_reid`: fine-tune an image encoder for person re-ID and write a run folder.
+
+Supervised: BoT (`ReIDModel`, P x K batches, ID + triplet loss, warm-up and step or cosine
+learning rate). Unsupervised: Cluster Contrast (`ClusterContrastReID`, pseudo-labels from
+DBSCAN on the Jaccard distance every epoch). Both start from ``init``: random weights, a
+VAL-PAT pretraining run, a preset folder or a keras-hub preset name.
+
+The run folder holds ``metrics.json`` (rank-1/5/10, mAP, mINP; a ``rerank`` sub-dict with
+k-reciprocal re-ranking), ``history.json`` (one entry per epoch), ``ranked_results.png``,
+the best model ``reid_model.keras`` (highest validation mAP) and its encoder as a keras-hub
+preset in ``image_encoder/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from valpat_keras.cli.common import write_json
+from valpat_keras.data.pipelines import reid_train_dataset
+from valpat_keras.data.records import ReIDDataset, ReIDRecord
+from valpat_keras.evaluation.callbacks import ReIDEvaluationCallback, ReIDEvaluator
+from valpat_keras.evaluation.distances import iter_distance_blocks, pairwise_distance
+from valpat_keras.evaluation.features import extract_features
+from valpat_keras.evaluation.plots import plot_ranked_results
+from valpat_keras.evaluation.reid_metrics import evaluate_reid_from_blocks
+from valpat_keras.evaluation.reranking import iter_re_ranking_blocks, re_ranking_from_features
+from valpat_keras.models.init import load_image_encoder
+from valpat_keras.tasks.reid import (
+    CompiledEmbedder,
+    FreezeBackbone,
+    ReIDModel,
+    WarmupLearningRate,
+)
+from valpat_keras.tasks.unsupervised_reid import ClusterContrastReID, fit_cluster_contrast
+
+MODEL_FILE = "reid_model.keras"
+_METRIC_KEYS = ("rank1", "rank5", "rank10", "mAP", "mINP", "num_valid_queries")
+
+
+@dataclasses.dataclass
+class ReIDTrainingConfig:
+    """Hyper-parameters of `train_reid` beyond the common ones (defaults: BoT / Cluster Contrast).
+
+    Attributes:
+        learning_rate: Peak Adam learning rate.
+        lr_schedule: ``"step"`` (x0.1 at 40 % and 70 % of training) or ``"cosine"``.
+        warmup_epochs: Linear warm-up epochs (supervised); None = 10 % of the epochs.
+        freeze_backbone_epochs: Epochs training only the BNNeck and classifier (supervised).
+        label_smoothing: Identity-loss smoothing.
+        triplet_margin: Triplet margin (None = soft margin).
+        eval_every: Evaluate (and keep the best model) every this many epochs.
+        eval_batch_size: Images per forward pass when extracting features.
+        pooling: Encoder pooling (``"gem"`` / ``"avg"``; ViT: ``"token"`` / ``"avg"``).
+        eps: DBSCAN radius (unsupervised).
+        min_samples: DBSCAN core-point size (unsupervised).
+        k1: Jaccard / re-ranking k-reciprocal size for clustering (unsupervised).
+        k2: Jaccard query expansion size (unsupervised).
+        temperature: Cluster contrast temperature.
+        memory_momentum: Cluster memory momentum.
+        hard_memory_update: Cluster Contrast's hardest-instance memory update.
+        steps_per_epoch: Batches per epoch; None = one sampler epoch (supervised) or
+            ``len(train) // (P K)`` (unsupervised).
+        augment: Re-ID training augmentation (flip, pad-crop, random erasing).
+        verbose: Keras ``fit`` verbosity.
+    """
+
+    learning_rate: float = 3.5e-4
+    lr_schedule: str = "step"
+    warmup_epochs: int | None = None
+    freeze_backbone_epochs: int = 0
+    label_smoothing: float = 0.1
+    triplet_margin: float | None = 0.3
+    eval_every: int = 1
+    eval_batch_size: int = 64
+    pooling: str = "gem"
+    eps: float = 0.6
+    min_samples: int = 4
+    k1: int = 30
+    k2: int = 6
+    temperature: float = 0.05
+    memory_momentum: float = 0.1
+    hard_memory_update: bool = False
+    steps_per_epoch: int | None = None
+    augment: bool = True
+    verbose: int = 1
+
+
+class _EpochLog(keras.callbacks.Callback):
+    """Keeps each epoch's logs whole (``History`` misaligns keys logged only some epochs)."""
+
+    def __init__(self):
+        super().__init__()
+        self.entries: list[dict] = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.entries.append({"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}})
+
+
+class _KeepBest(keras.callbacks.Callback):
+    """Saves the model whenever the logged validation mAP improves (across repeated fits)."""
+
+    def __init__(self, path: Path, monitor: str = "val_mAP"):
+        super().__init__()
+        self.path, self.monitor = path, monitor
+        self.best, self.best_epoch = -math.inf, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is not None and value > self.best:
+            self.best, self.best_epoch = float(value), epoch
+            self.model.save(self.path)
+
+
+def _schedule(config: ReIDTrainingConfig, epochs: int, steps: int,
+              warmup: bool) -> WarmupLearningRate:
+    total = epochs * steps
+    warmup_epochs = config.warmup_epochs
+    if warmup_epochs is None:
+        warmup_epochs = max(0, round(0.1 * epochs)) if warmup else 0
+    return WarmupLearningRate(
+        config.learning_rate, warmup_steps=warmup_epochs * steps, total_steps=total,
+        mode=config.lr_schedule, milestones=(round(0.4 * total), round(0.7 * total)))
+
+
+def _evaluate(model, dataset: ReIDDataset, image_size, batch_size: int, rerank: bool,
+              plot_path: Path | None) -> dict:
+    """Final scores (cosine distance, flip-averaged L2-normalised embeddings) and the plot."""
+    kwargs = {"image_size": image_size, "batch_size": batch_size, "flip": True,
+              "normalize": True, "verbose": False}
+    q = extract_features(model, dataset.query, **kwargs)
+    g = extract_features(model, dataset.gallery, **kwargs)
+
+    def scores(blocks) -> dict:
+        result = evaluate_reid_from_blocks(blocks, q.pids, g.pids, q.camids, g.camids, 50)
+        out = {key: float(result[key]) for key in _METRIC_KEYS}
+        out["num_valid_queries"] = int(result["num_valid_queries"])
+        out["cmc"] = [float(v) for v in np.asarray(result["cmc"])[:20]]
+        return out
+
+    metrics = scores(iter_distance_blocks(q.features, g.features, "cosine"))
+    if rerank:
+        metrics["rerank"] = scores(iter_re_ranking_blocks(q.features, g.features,
+                                                          metric="cosine"))
+    if plot_path is not None:
+        shown = min(len(q), 6)
+        if rerank:
+            distmat = re_ranking_from_features(q.features, g.features, metric="cosine")[:shown]
+        else:
+            distmat = pairwise_distance(q.features[:shown], g.features, "cosine")
+        plot_ranked_results(q.paths[:shown], g.paths, distmat, q.pids[:shown], g.pids,
+                            q.camids[:shown], g.camids, num_queries=shown,
+                            topk=min(10, len(g)), path=str(plot_path))
+    return metrics
+
+
+def _contiguous_pids(records: list[ReIDRecord]) -> list[ReIDRecord]:
+    """Train records with pids ``0..N-1`` (the classifier's rows); relabels other id sets."""
+    pids = sorted({r.pid for r in records})
+    if pids == list(range(len(pids))):
+        return records
+    index = {pid: i for i, pid in enumerate(pids)}
+    return [ReIDRecord(r.path, index[r.pid], r.camid) for r in records]
+
+
+def train_reid(dataset: ReIDDataset, out_dir: str | Path, init: str = "random",
+               config: str = "tiny", unsupervised: bool = False, epochs: int = 10,
+               p: int = 16, k: int = 4, image_size: tuple[int, int] = (256, 128),
+               seed: int = 0, rerank: bool = False,
+               options: ReIDTrainingConfig | None = None) -> dict:
+    """Fine-tunes an image encoder for re-ID on ``dataset`` and writes the run folder.
+
+    Args:
+        dataset: A `ReIDDataset` (train / query / gallery); unsupervised training ignores
+            the train pids except to log the pseudo-labels' ARI / NMI.
+        out_dir: Run folder (created).
+        init: ``"random"``, a VAL-PAT pretraining run folder, a preset folder or a keras-hub
+            preset name (see `load_image_encoder`).
+        config: Encoder configuration for ``init="random"`` (``"tiny"``, ``"resnet50"``, ...).
+        unsupervised: Cluster Contrast instead of supervised BoT.
+        epochs: Training epochs (clustering rounds when unsupervised).
+        p: Identities (clusters) per batch.
+        k: Images per identity.
+        image_size: ``(height, width)`` of the inputs.
+        seed: Seeds the weights, the sampler and the augmentation.
+        rerank: Also report k-reciprocal re-ranked scores (``metrics["rerank"]``).
+        options: Further hyper-parameters; `ReIDTrainingConfig()` when None.
+
+    Returns:
+        The metrics written to ``metrics.json``: ``rank1``, ``rank5``, ``rank10``, ``mAP``,
+        ``mINP`` (fractions), ``num_valid_queries``, ``cmc`` (first 20 ranks), and ``rerank``
+        (the same keys) when asked.
+
+    Example:
+
+    ```python
+    data = datasets.load("market1501", "/data")
+    metrics = train_reid(data, "runs/reid", init="runs/pretrain", config="resnet50",
+                         epochs=120, p=16, k=4, rerank=True)
+    ```
+    """
+    options = options or ReIDTrainingConfig()
+    if not dataset.train or not dataset.query or not dataset.gallery:
+        raise ValueError(f"{dataset.name}: train, query and gallery must all be non-empty")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    image_size = (int(image_size[0]), int(image_size[1]))
+    keras.utils.set_random_seed(seed)
+    encoder = load_image_encoder(init, config=config, image_size=image_size,
+                                 pooling=options.pooling)
+    evaluator = ReIDEvaluator(dataset.query, dataset.gallery, image_size,
+                              batch_size=options.eval_batch_size)
+    model_path = out / MODEL_FILE
+    keep_best = _KeepBest(model_path)
+    callbacks = [ReIDEvaluationCallback(evaluator,
+                                        lambda: CompiledEmbedder(model.embedding_model,
+                                                                 options.eval_batch_size),
+                                        every_n_epochs=options.eval_every), keep_best]
+
+    if unsupervised:
+        steps = options.steps_per_epoch or max(1, len(dataset.train) // (p * k))
+        model = ClusterContrastReID(encoder, memory_capacity=len(dataset.train),
+                                    temperature=options.temperature,
+                                    memory_momentum=options.memory_momentum,
+                                    hard_memory_update=options.hard_memory_update)
+        model.compile(optimizer=keras.optimizers.Adam(_schedule(options, epochs, steps, False)))
+        history = fit_cluster_contrast(
+            model, dataset.train, epochs, image_size, p=p, k=k, seed=seed, eps=options.eps,
+            min_samples=options.min_samples, k1=options.k1, k2=options.k2,
+            steps_per_epoch=steps, augment=options.augment, callbacks=callbacks,
+            verbose=options.verbose)
+    else:
+        train = _contiguous_pids(dataset.train)
+        model = ReIDModel(encoder, num_classes=dataset.num_train_pids,
+                          label_smoothing=options.label_smoothing,
+                          triplet_margin=options.triplet_margin)
+        train_ds, steps = reid_train_dataset(train, image_size, p=p, k=k, seed=seed,
+                                             augment=options.augment, epochs=epochs)
+        if options.steps_per_epoch:
+            train_ds, steps = train_ds.repeat(), options.steps_per_epoch
+        model.compile(optimizer=keras.optimizers.Adam(_schedule(options, epochs, steps, True)))
+        if options.freeze_backbone_epochs:
+            callbacks.append(FreezeBackbone(options.freeze_backbone_epochs))
+        epoch_log = _EpochLog()
+        model.fit(train_ds, epochs=epochs, steps_per_epoch=steps, shuffle=False,
+                  callbacks=[*callbacks, epoch_log], verbose=options.verbose)
+        history = epoch_log.entries
+
+    if keep_best.best == -math.inf:
+        model.save(model_path)  # never evaluated during training: keep the last weights
+    elif not history or keep_best.best_epoch != history[-1]["epoch"]:
+        # The best weights are from an earlier epoch.
+        model = keras.saving.load_model(model_path)
+    model.backbone.save_to_preset(str(out / "image_encoder"))
+    embedder = CompiledEmbedder(model.embedding_model, options.eval_batch_size)
+    metrics = _evaluate(embedder, dataset, image_size,
+                        options.eval_batch_size, rerank, out / "ranked_results.png")
+    metrics.update({"init": init, "unsupervised": unsupervised, "epochs": epochs,
+                    "best_val_mAP": None if keep_best.best == -math.inf else keep_best.best})
+    write_json(out / "history.json", history)
+    write_json(out / "metrics.json", metrics)
+    return metrics

@@ -1,0 +1,290 @@
+"""Unsupervised person re-identification with Cluster Contrast (Dai et al. 2022).
+
+No identity labels: every epoch the current encoder embeds all training images, DBSCAN on
+the k-reciprocal Jaccard distance turns them into pseudo-identities (outliers dropped), a
+cluster memory is initialised with the L2-normalised cluster means, and one epoch of P x K
+batches trains the encoder with the cluster-level contrastive loss while the memory follows
+the batch features by momentum.
+
+The memory is allocated once at its largest possible size (one row per training image) and
+the rows beyond the epoch's cluster count are masked out of the softmax, so its shape never
+changes and the compiled train step is reused on every backend.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import keras
+import keras_hub
+import numpy as np
+from keras import ops
+
+from valpat_keras.data.records import ReIDRecord
+from valpat_keras.losses.reid import cluster_contrast_loss, update_cluster_memory
+from valpat_keras.models.reid_head import BNNeck
+from valpat_keras.tasks.clustering import (
+    cluster_centroids,
+    cluster_pseudo_labels,
+    clustering_stats,
+)
+from valpat_keras.tasks.reid import CompiledEmbedder, restore_compile
+
+logger = logging.getLogger(__name__)
+
+
+@keras.saving.register_keras_serializable(package="valpat_keras")
+class ClusterMemory(keras.layers.Layer):
+    """Cluster centroids as a fixed-size, non-trainable memory with a valid-row count.
+
+    A state holder of `ClusterContrastReID` (not part of its forward graph): the rows
+    ``>= num_clusters`` are padding that `cluster_contrast_loss` masks out.
+
+    Args:
+        capacity: Rows allocated (the most clusters an epoch may have).
+        feature_dim: Embedding size.
+        **kwargs: Standard `keras.layers.Layer` arguments.
+    """
+
+    def __init__(self, capacity: int, feature_dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.capacity = int(capacity)
+        self.feature_dim = int(feature_dim)
+
+    def build(self, input_shape=None):
+        self.centroids = self.add_weight(shape=(self.capacity, self.feature_dim),
+                                         initializer="zeros", trainable=False,
+                                         name="centroids")
+        self.num_clusters = self.add_weight(shape=(), initializer="zeros", dtype="int32",
+                                            trainable=False, name="num_clusters")
+        self.built = True
+
+    def set_centroids(self, centroids: np.ndarray) -> None:
+        """Loads ``(C, D)`` centroids into the first C rows (C <= capacity), zeroing the rest."""
+        centroids = np.asarray(centroids, dtype="float32")
+        if centroids.ndim != 2 or centroids.shape[1] != self.feature_dim:
+            raise ValueError(f"expected ({self.capacity} or fewer, {self.feature_dim}) "
+                             f"centroids, got {centroids.shape}")
+        if centroids.shape[0] > self.capacity:
+            raise ValueError(f"{centroids.shape[0]} clusters exceed the memory capacity "
+                             f"{self.capacity}; build the model with a larger capacity")
+        padded = np.zeros((self.capacity, self.feature_dim), dtype="float32")
+        padded[: centroids.shape[0]] = centroids
+        self.centroids.assign(padded)
+        self.num_clusters.assign(np.int32(centroids.shape[0]))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"capacity": self.capacity, "feature_dim": self.feature_dim})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="valpat_keras")
+class ClusterContrastReID(keras_hub.models.Task):
+    """Cluster Contrast model: image encoder, BN (frozen shift) and a cluster memory.
+
+    Outputs the post-BN embedding (the retrieval feature). Train on ``(images,
+    pseudo_labels)`` P x K batches after `set_centroids`; `compute_loss` applies the cluster
+    contrast loss against the memory and moves the centroids of the batch's clusters toward
+    their features (``assign`` inside the train step, which works on every backend).
+
+    Args:
+        backbone: An `ImageEncoder`.
+        memory_capacity: Largest number of clusters (e.g. the number of training images).
+        temperature: Softmax temperature (0.05 in Cluster Contrast).
+        memory_momentum: Weight the old centroid keeps at each update (0.1).
+        hard_memory_update: Update each centroid with its batch's hardest (least similar)
+            sample instead of the batch mean (Cluster Contrast's "hard" variant).
+        **kwargs: Standard `keras.Model` arguments.
+
+    Example:
+
+    ```python
+    model = ClusterContrastReID(build_image_encoder("tiny", (64, 32)), memory_capacity=500)
+    model.set_centroids(centroids)                  # (num_clusters, feature_dim)
+    model.fit(pseudo_labelled_batches, epochs=1)
+    ```
+    """
+
+    def __init__(self, backbone, memory_capacity: int, temperature: float = 0.05,
+                 memory_momentum: float = 0.1, hard_memory_update: bool = False, **kwargs):
+        # === Layers ===
+        self.backbone = backbone
+        self.neck = BNNeck(name="bnneck")
+        self.memory = ClusterMemory(memory_capacity, backbone.feature_dim,
+                                    name="cluster_memory")
+        self.memory.build()
+
+        # === Functional Model ===
+        images = keras.Input(shape=tuple(backbone.image_shape), name="images")
+        embeddings = self.neck(self.backbone(images))
+        super().__init__(inputs=images, outputs=embeddings, **kwargs)
+
+        # === Config ===
+        self.memory_capacity = int(memory_capacity)
+        self.temperature = float(temperature)
+        self.memory_momentum = float(memory_momentum)
+        self.hard_memory_update = bool(hard_memory_update)
+        self._embedding_model = None
+
+    def compile(self, optimizer="auto", **kwargs):
+        """Configures training; ``"auto"`` is Cluster Contrast's Adam at 3.5e-4.
+
+        Args:
+            optimizer: ``"auto"`` or any Keras optimizer.
+            **kwargs: Passed to `keras.Model.compile` (the loss is fixed by `compute_loss`).
+        """
+        if optimizer == "auto":
+            optimizer = keras.optimizers.Adam(3.5e-4)
+        kwargs.pop("loss", None)
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def compile_from_config(self, config):
+        restore_compile(self, config)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        if y_pred is None:
+            y_pred = self(x, training=training)
+        labels = ops.cast(ops.reshape(y, (-1,)), "int32")
+        centroids = self.memory.centroids
+        # A copy: PyTorch keeps the memory for the backward pass, and the in-place update
+        # below would otherwise invalidate it.
+        memory = ops.copy(ops.stop_gradient(centroids.value))
+        loss = cluster_contrast_loss(y_pred, labels, memory, self.temperature,
+                                     self.memory.num_clusters.value)
+        if training:
+            updated = update_cluster_memory(
+                ops.stop_gradient(centroids.value), ops.stop_gradient(y_pred), labels,
+                momentum=self.memory_momentum, hard=self.hard_memory_update)
+            centroids.assign(updated)
+        return loss
+
+    def set_centroids(self, centroids: np.ndarray) -> None:
+        """Re-initialises the memory with this epoch's ``(num_clusters, D)`` centroids."""
+        self.memory.set_centroids(centroids)
+
+    @property
+    def embedding_model(self) -> keras.Model:
+        """A model (sharing weights) from images to the post-BN retrieval embedding."""
+        if self._embedding_model is None:
+            images = keras.Input(shape=tuple(self.backbone.image_shape), name="images")
+            embeddings = self.neck(self.backbone(images))
+            self._embedding_model = keras.Model(images, embeddings, name="reid_embedding")
+        return self._embedding_model
+
+    def embed(self, images, batch_size: int = 64):
+        """Post-BN embeddings of images (an array or a dataset of image batches), NumPy."""
+        return self.embedding_model.predict(images, batch_size=batch_size, verbose=0)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "memory_capacity": self.memory_capacity,
+            "temperature": self.temperature,
+            "memory_momentum": self.memory_momentum,
+            "hard_memory_update": self.hard_memory_update,
+        })
+        return config
+
+
+def pseudo_label_epoch(model: ClusterContrastReID, records: Sequence[ReIDRecord],
+                       image_size: tuple[int, int], eps: float = 0.6, min_samples: int = 4,
+                       k1: int = 30, k2: int = 6, batch_size: int = 64,
+                       true_ids: np.ndarray | None = None
+                       ) -> tuple[list[ReIDRecord], dict]:
+    """Embeds all training images, clusters them and loads the memory.
+
+    Args:
+        model: The model being trained.
+        records: Training records (their pids are only used as ``true_ids`` if given).
+        image_size: ``(height, width)``.
+        eps: DBSCAN radius on the Jaccard distance.
+        min_samples: DBSCAN core-point size.
+        k1: k-reciprocal neighbourhood size of the Jaccard distance.
+        k2: Query-expansion size of the Jaccard distance.
+        batch_size: Images per forward pass.
+        true_ids: Ground-truth ids for the log (ARI / NMI), or None.
+
+    Returns:
+        ``(pseudo_records, stats)``: the clustered images with their cluster index as pid
+        (outliers dropped), and the `ClusteringStats` as a dict.
+    """
+    from valpat_keras.evaluation.features import extract_features
+    from valpat_keras.evaluation.reranking import jaccard_distance
+
+    embedder = CompiledEmbedder(model.embedding_model, batch_size)
+    features = extract_features(embedder, list(records), image_size, batch_size=batch_size,
+                                flip=False, normalize=True, verbose=False).features
+    labels = cluster_pseudo_labels(jaccard_distance(features, k1=k1, k2=k2), eps, min_samples)
+    stats = clustering_stats(labels, true_ids)
+    if stats.num_clusters:
+        model.set_centroids(cluster_centroids(features, labels, stats.num_clusters))
+    pseudo = [ReIDRecord(r.path, int(label), r.camid)
+              for r, label in zip(records, labels) if label >= 0]
+    return pseudo, stats.as_dict()
+
+
+def fit_cluster_contrast(model: ClusterContrastReID, records: Sequence[ReIDRecord],
+                         epochs: int, image_size: tuple[int, int], p: int = 16, k: int = 4,
+                         seed: int = 0, eps: float = 0.6, min_samples: int = 4, k1: int = 30,
+                         k2: int = 6, steps_per_epoch: int | None = None,
+                         augment: bool = True, use_true_ids: bool = True,
+                         callbacks: Sequence[keras.callbacks.Callback] = (),
+                         verbose: int = 0) -> list[dict]:
+    """The Cluster Contrast training loop: re-cluster, reset the memory, train one epoch.
+
+    Args:
+        model: A compiled `ClusterContrastReID`.
+        records: Training records; pids are ignored for training.
+        epochs: Clustering rounds (one training epoch each).
+        image_size: ``(height, width)``.
+        p: Pseudo-identities per batch.
+        k: Images per pseudo-identity.
+        seed: Seed of the sampler and augmentation (epoch ``e`` uses ``seed + e``).
+        eps: DBSCAN radius.
+        min_samples: DBSCAN core-point size.
+        k1: Jaccard k-reciprocal size.
+        k2: Jaccard query-expansion size.
+        steps_per_epoch: Batches per epoch (default: the sampler's epoch).
+        augment: Apply the re-ID training augmentation.
+        use_true_ids: Log ARI / NMI of the pseudo-labels against the records' pids.
+        callbacks: Keras callbacks for every epoch's ``fit`` (e.g. `ReIDEvaluationCallback`).
+        verbose: ``fit`` verbosity.
+
+    Returns:
+        One dict per epoch: ``epoch``, ``num_clusters``, ``num_outliers``, ``ari``, ``nmi``
+        and the epoch's ``fit`` logs (``loss`` and any callback metrics).
+    """
+    from valpat_keras.data.pipelines import reid_train_dataset
+
+    records = list(records)
+    true_ids = np.asarray([r.pid for r in records]) if use_true_ids else None
+    history = []
+    for epoch in range(epochs):
+        pseudo, stats = pseudo_label_epoch(model, records, image_size, eps, min_samples, k1, k2,
+                                           true_ids=true_ids)
+        entry = {"epoch": epoch, **stats}
+        if stats["num_clusters"] < p:
+            # Too few clusters for a P x K batch (typical of a random encoder with a small
+            # eps): skip training this round rather than crash; the log shows why.
+            logger.warning("epoch %d: %d clusters < p=%d, no training this epoch",
+                           epoch, stats["num_clusters"], p)
+            entry["skipped"] = True
+            history.append(entry)
+            continue
+        dataset, steps = reid_train_dataset(pseudo, image_size, p=p, k=k, seed=seed + epoch,
+                                            augment=augment)
+        if steps_per_epoch is not None:
+            dataset = dataset.repeat()
+            steps = steps_per_epoch
+        logs = model.fit(dataset, epochs=epoch + 1, initial_epoch=epoch, steps_per_epoch=steps,
+                         shuffle=False, callbacks=list(callbacks), verbose=verbose).history
+        entry.update({key: float(values[-1]) for key, values in logs.items()})
+        if verbose:
+            quality = (f", ARI {entry['ari']:.3f}, NMI {entry['nmi']:.3f}"
+                       if entry.get("ari") is not None else "")
+            print(f"epoch {epoch + 1}/{epochs}: {entry['num_clusters']} clusters, "
+                  f"{entry['num_outliers']} outliers{quality}, loss {entry['loss']:.4f}")
+        history.append(entry)
+    return history
