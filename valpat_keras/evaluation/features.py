@@ -66,7 +66,8 @@ def extract_features(
 
     Args:
         model: A Keras model (or callable) mapping float32 ``(B, H, W, 3)`` images in [0, 1]
-            to ``(B, D)`` embeddings, e.g. ``task.embedding_model``.
+            to ``(B, D)`` embeddings, e.g. ``task.embedding_model``. A Keras model runs
+            through its compiled ``predict_on_batch``; another callable is called eagerly.
         records_or_paths: `ReIDRecord` / `TextRecord` objects or plain image paths.
         image_size: ``(height, width)`` the images are resized to.
         batch_size: Images per forward pass.
@@ -89,8 +90,20 @@ def extract_features(
     if not paths:
         raise ValueError("extract_features got no images")
 
+    compiled = isinstance(model, keras.Model)
+
     def embed(batch: np.ndarray) -> np.ndarray:
-        out = keras.ops.convert_to_numpy(model(batch, training=False))
+        count = batch.shape[0]
+        if compiled:
+            # The compiled predict step is many times faster than eager calls (eager JAX
+            # compiles every op separately); zero-padding short batches keeps one compiled
+            # shape, and inference-mode layers treat rows independently.
+            if count < batch_size:
+                padding = np.zeros((batch_size - count, *batch.shape[1:]), batch.dtype)
+                batch = np.concatenate([batch, padding])
+            out = np.asarray(model.predict_on_batch(batch))[:count]
+        else:
+            out = keras.ops.convert_to_numpy(model(batch, training=False))
         if out.ndim != 2:
             raise ValueError(f"the model must return (batch, dim) embeddings, got {out.shape}")
         return out.astype(np.float32)

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 
 import keras
 import keras_hub
-import numpy as np
 from keras import ops
 
 from valpat_keras.losses.reid import batch_hard_triplet, cross_entropy_label_smoothing
@@ -238,32 +237,6 @@ class ReIDModel(keras_hub.models.Task):
             "triplet_loss_weight": self.triplet_loss_weight,
         })
         return config
-
-
-class CompiledEmbedder:
-    """Calls a Keras model through its compiled ``predict_on_batch``, one batch shape only.
-
-    `extract_features` calls its model eagerly, which on JAX compiles every layer op
-    separately; the compiled predict step is many times faster on small evaluation sets.
-    Short batches are zero-padded to ``batch_size`` (inference BN treats rows independently)
-    so that a single compiled function serves every batch.
-
-    Args:
-        model: The embedding model (e.g. ``task.embedding_model``).
-        batch_size: The batch size of the extraction pipeline.
-    """
-
-    def __init__(self, model: keras.Model, batch_size: int):
-        self.model = model
-        self.batch_size = int(batch_size)
-
-    def __call__(self, images, training=False):
-        images = np.asarray(images)
-        count = images.shape[0]
-        if count < self.batch_size:
-            padding = np.zeros((self.batch_size - count, *images.shape[1:]), images.dtype)
-            images = np.concatenate([images, padding])
-        return np.asarray(self.model.predict_on_batch(images))[:count]
 
 
 class FreezeBackbone(keras.callbacks.Callback):

@@ -31,7 +31,6 @@ from valpat_keras.evaluation.reid_metrics import evaluate_reid_from_blocks
 from valpat_keras.evaluation.reranking import iter_re_ranking_blocks, re_ranking_from_features
 from valpat_keras.models.init import load_image_encoder
 from valpat_keras.tasks.reid import (
-    CompiledEmbedder,
     FreezeBackbone,
     ReIDModel,
     WarmupLearningRate,
@@ -217,8 +216,7 @@ def train_reid(dataset: ReIDDataset, out_dir: str | Path, init: str = "random",
     model_path = out / MODEL_FILE
     keep_best = _KeepBest(model_path)
     callbacks = [ReIDEvaluationCallback(evaluator,
-                                        lambda: CompiledEmbedder(model.embedding_model,
-                                                                 options.eval_batch_size),
+                                        lambda: model.embedding_model,
                                         every_n_epochs=options.eval_every), keep_best]
 
     if unsupervised:
@@ -256,8 +254,7 @@ def train_reid(dataset: ReIDDataset, out_dir: str | Path, init: str = "random",
         # The best weights are from an earlier epoch.
         model = keras.saving.load_model(model_path)
     model.backbone.save_to_preset(str(out / "image_encoder"))
-    embedder = CompiledEmbedder(model.embedding_model, options.eval_batch_size)
-    metrics = _evaluate(embedder, dataset, image_size,
+    metrics = _evaluate(model.embedding_model, dataset, image_size,
                         options.eval_batch_size, rerank, out / "ranked_results.png")
     metrics.update({"init": init, "unsupervised": unsupervised, "epochs": epochs,
                     "best_val_mAP": None if keep_best.best == -math.inf else keep_best.best})

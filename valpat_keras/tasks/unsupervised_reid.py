@@ -29,7 +29,7 @@ from valpat_keras.tasks.clustering import (
     cluster_pseudo_labels,
     clustering_stats,
 )
-from valpat_keras.tasks.reid import CompiledEmbedder, restore_compile
+from valpat_keras.tasks.reid import restore_compile
 
 logger = logging.getLogger(__name__)
 
@@ -213,8 +213,7 @@ def pseudo_label_epoch(model: ClusterContrastReID, records: Sequence[ReIDRecord]
     from valpat_keras.evaluation.features import extract_features
     from valpat_keras.evaluation.reranking import jaccard_distance
 
-    embedder = CompiledEmbedder(model.embedding_model, batch_size)
-    features = extract_features(embedder, list(records), image_size, batch_size=batch_size,
+    features = extract_features(model.embedding_model, list(records), image_size, batch_size=batch_size,
                                 flip=False, normalize=True, verbose=False).features
     labels = cluster_pseudo_labels(jaccard_distance(features, k1=k1, k2=k2), eps, min_samples)
     stats = clustering_stats(labels, true_ids)
