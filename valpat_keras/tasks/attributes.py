@@ -336,11 +336,11 @@ def train_attributes(dataset, out_dir: str | Path, init: str = "random", config:
     print(metrics["ma"], metrics["zero_shot"]["ma"])
     ```
     """
-    from valpat_keras.cli.common import write_json
     from valpat_keras.data.pipelines import labeled_image_dataset
     from valpat_keras.evaluation import evaluate_attributes, plot_attribute_bars
     from valpat_keras.losses.attribute import positive_ratios
     from valpat_keras.models.init import load_image_encoder
+    from valpat_keras.run_outputs import write_json
 
     if not dataset.train or not dataset.test:
         raise ValueError(f"{dataset.name}: attribute training needs train and test images "

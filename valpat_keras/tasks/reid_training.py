@@ -20,7 +20,6 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from valpat_keras.cli.common import write_json
 from valpat_keras.data.pipelines import reid_train_dataset
 from valpat_keras.data.records import ReIDDataset, ReIDRecord
 from valpat_keras.evaluation.callbacks import ReIDEvaluationCallback, ReIDEvaluator
@@ -30,6 +29,7 @@ from valpat_keras.evaluation.plots import plot_ranked_results
 from valpat_keras.evaluation.reid_metrics import evaluate_reid_from_blocks
 from valpat_keras.evaluation.reranking import iter_re_ranking_blocks, re_ranking_from_features
 from valpat_keras.models.init import load_image_encoder
+from valpat_keras.run_outputs import write_json
 from valpat_keras.tasks.reid import (
     FreezeBackbone,
     ReIDModel,

@@ -449,10 +449,10 @@ def train_search(dataset, out_dir: str | Path, init: str = "random", config: str
                                                             [r.path for r in data.test])
     ```
     """
-    from valpat_keras.cli.common import write_json
     from valpat_keras.data.pipelines import text_image_dataset
     from valpat_keras.evaluation import plot_text_retrieval
     from valpat_keras.models.init import BACKBONE_DIR, TOKENIZER_DIR, load_backbone
+    from valpat_keras.run_outputs import write_json
 
     eval_records = dataset.test or dataset.val
     if not dataset.train or not eval_records:
