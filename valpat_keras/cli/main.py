@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "attributes": "attributes",
     "search": "search",
     "reid": "reid",
+    "evaluate": "evaluate",
     "pretrain": "pretrain",
 }
 

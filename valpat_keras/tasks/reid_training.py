@@ -126,9 +126,27 @@ def _schedule(config: ReIDTrainingConfig, epochs: int, steps: int,
         mode=config.lr_schedule, milestones=(round(0.4 * total), round(0.7 * total)))
 
 
-def _evaluate(model, dataset: ReIDDataset, image_size, batch_size: int, rerank: bool,
-              plot_path: Path | None) -> dict:
-    """Final scores (cosine distance, flip-averaged L2-normalised embeddings) and the plot."""
+def evaluate_reid_model(model, dataset: ReIDDataset, image_size: tuple[int, int],
+                        batch_size: int = 64, rerank: bool = False,
+                        plot_path: str | Path | None = None) -> dict:
+    """Scores an embedding model on a dataset's query / gallery split.
+
+    Cosine distance between flip-averaged, L2-normalised embeddings, the Market-1501
+    protocol, computed blockwise so memory does not grow with Q x G.
+
+    Args:
+        model: Maps float32 images in [0, 1] to embeddings (e.g. `ReIDModel.embedding_model`
+            or an `ImageEncoder`).
+        dataset: The `ReIDDataset` whose ``query`` and ``gallery`` are scored.
+        image_size: ``(height, width)`` the images are resized to.
+        batch_size: Images per forward pass.
+        rerank: Also score k-reciprocal re-ranked distances (under ``"rerank"``).
+        plot_path: Where to save the ranked-results figure of the first queries, or None.
+
+    Returns:
+        ``rank1``, ``rank5``, ``rank10``, ``mAP``, ``mINP``, ``num_valid_queries``, the first
+        20 CMC values and, with ``rerank``, the same under ``"rerank"``.
+    """
     kwargs = {"image_size": image_size, "batch_size": batch_size, "flip": True,
               "normalize": True, "verbose": False}
     q = extract_features(model, dataset.query, **kwargs)
@@ -254,7 +272,7 @@ def train_reid(dataset: ReIDDataset, out_dir: str | Path, init: str = "random",
         # The best weights are from an earlier epoch.
         model = keras.saving.load_model(model_path)
     model.backbone.save_to_preset(str(out / "image_encoder"))
-    metrics = _evaluate(model.embedding_model, dataset, image_size,
+    metrics = evaluate_reid_model(model.embedding_model, dataset, image_size,
                         options.eval_batch_size, rerank, out / "ranked_results.png")
     metrics.update({"init": init, "unsupervised": unsupervised, "epochs": epochs,
                     "best_val_mAP": None if keep_best.best == -math.inf else keep_best.best})
