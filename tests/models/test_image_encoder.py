@@ -1,0 +1,38 @@
+import numpy as np
+import pytest
+from keras.ops import convert_to_numpy as to_np
+
+pytestmark = pytest.mark.keras
+
+
+def test_tiny_encoder_features_and_preset_round_trip(tmp_path):
+    import keras
+
+    from valpat_keras.models import ImageEncoder, build_image_encoder
+
+    encoder = build_image_encoder("tiny", image_size=(64, 32))
+    images = np.random.default_rng(0).random((2, 64, 32, 3)).astype("float32")
+    features = to_np(encoder(images))
+    assert encoder.feature_dim == 256 and features.shape == (2, 256)
+    # last_stride=1: 64x32 -> stem /4 -> stages 1, 2, 1 -> 8x4 feature map.
+    assert tuple(encoder.backbone.output.shape[1:3]) == (8, 4)
+    encoder.save_to_preset(str(tmp_path / "enc"))
+    restored = ImageEncoder.from_preset(str(tmp_path / "enc"))
+    np.testing.assert_allclose(to_np(restored(images)), features, atol=1e-5)
+    encoder.save(str(tmp_path / "enc.keras"))
+    loaded = keras.saving.load_model(str(tmp_path / "enc.keras"))
+    assert isinstance(loaded, ImageEncoder) and loaded.pooling == "gem"
+    np.testing.assert_allclose(to_np(loaded(images)), features, atol=1e-5)
+
+
+def test_normalisation_inside_and_vit_pooling():
+    from valpat_keras.models import IMAGENET_MEAN, build_image_encoder
+
+    encoder = build_image_encoder("tiny", image_size=(32, 32), pooling="avg")
+    mean_image = np.broadcast_to(np.array(IMAGENET_MEAN, "float32"), (1, 32, 32, 3))
+    normalised = to_np(encoder.normalization(mean_image))
+    np.testing.assert_allclose(normalised, 0.0, atol=1e-5)
+    vit = build_image_encoder("vit_tiny", image_size=(32, 16))
+    assert vit.pooling == "token" and vit.feature_dim == 192
+    with pytest.raises(ValueError, match="Unknown image encoder config"):
+        build_image_encoder("resnet9")

@@ -1,0 +1,118 @@
+"""`valpat pretrain`: VAL-PAT pretraining (image-image, image-text, attributes) to a run folder.
+
+Example:
+
+```
+valpat pretrain --out runs/tiny --steps 200 --batch-size 32      # SynthPed generated on the fly
+valpat --backend jax pretrain --data /data/luperson_ta --out runs/r50 --config resnet50 \\
+    --epochs 40 --batch-size 256 --mixed-precision
+```
+
+The run folder layout is described in `valpat_keras.tasks.train`; rerunning the same command
+on an interrupted run folder resumes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+OBJECTIVES = ("ssl", "itc", "attr")
+
+
+def parse_image_size(text: str) -> tuple[int, int]:
+    """Parses ``HxW`` (e.g. ``128x64``) into ``(height, width)``."""
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH, e.g. 128x64; got {text!r}")
+    if height <= 0 or width <= 0:
+        raise argparse.ArgumentTypeError(f"image size must be positive, got {text!r}")
+    return height, width
+
+
+def parse_objectives(text: str) -> list[str]:
+    """Parses ``ssl,itc,attr`` (any non-empty subset)."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in OBJECTIVES]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated subset of {','.join(OBJECTIVES)}; got {text!r}")
+    return names
+
+
+def parse_loss_weights(text: str) -> dict[str, float]:
+    """Parses ``ssl=1,itc=0.5,attr=1`` into a dict."""
+    weights = {}
+    for item in (i.strip() for i in text.split(",") if i.strip()):
+        name, sep, value = item.partition("=")
+        try:
+            if not sep or name not in OBJECTIVES:
+                raise ValueError
+            weights[name] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected NAME=WEIGHT pairs with NAME in {','.join(OBJECTIVES)}, e.g. "
+                f"ssl=1,itc=1,attr=0.5; got {text!r}")
+    return weights
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Adds the `pretrain` subcommand."""
+    parser = subparsers.add_parser(
+        "pretrain", help="VAL-PAT pretraining of the pedestrian image encoder",
+        description="Pretrain an image encoder with MoCo image-image contrast (ssl), CLIP "
+                    "image-text contrast (itc) and weighted-BCE attributes (attr); writes "
+                    "history.json, loss_curves.png, pretrainer.keras and the image_encoder/ and "
+                    "backbone/ presets to RUN_DIR.")
+    parser.add_argument("--data", default=None, metavar="DIR_OR_MANIFEST",
+                        help="LUPerson-TA-style manifest (or its folder), a SynthPed folder or "
+                             "a folder of images (default: generate SynthPed into "
+                             "RUN_DIR/synthped)")
+    parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder")
+    parser.add_argument("--config", choices=("tiny", "resnet50", "vit"), default="tiny",
+                        help="model size (default: tiny, the CPU demo)")
+    parser.add_argument("--objectives", type=parse_objectives, default=list(OBJECTIVES),
+                        help="comma-separated objectives (default: ssl,itc,attr)")
+    parser.add_argument("--loss-weights", type=parse_loss_weights, default=None,
+                        metavar="ssl=1,itc=1,attr=1", help="weight per objective (default 1)")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=int, default=None, help="passes over the data")
+    length.add_argument("--steps", type=int, default=None, help="optimiser steps")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per step (32)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    parser.add_argument("--image-size", type=parse_image_size, default=None, metavar="HxW",
+                        help="input size, e.g. 128x64 (default: the config's)")
+    parser.add_argument("--queue-size", type=int, default=None,
+                        help="MoCo queue length, a multiple of the batch size (config default; "
+                             "0: in-batch negatives)")
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="AdamW rate (1e-3)")
+    parser.add_argument("--mixed-precision", nargs="?", const="mixed_bfloat16", default=None,
+                        choices=("mixed_bfloat16", "mixed_float16"),
+                        help="mixed precision policy (flag alone: mixed_bfloat16)")
+    parser.add_argument("--synthped-preset", choices=("tiny", "small", "default"),
+                        default="small", help="SynthPed size when --data is not given (small)")
+    parser.add_argument("--quiet", action="store_true", help="one line per epoch")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs the pretraining; returns the exit status (1 on bad input or a NaN loss)."""
+    from valpat_keras.data.errors import DatasetFormatError
+    from valpat_keras.tasks.train import pretrain
+
+    try:
+        history = pretrain(
+            args.data, args.out, config=args.config, objectives=args.objectives,
+            loss_weights=args.loss_weights, epochs=args.epochs, steps=args.steps,
+            batch_size=args.batch_size, image_size=args.image_size, seed=args.seed,
+            queue_size=args.queue_size, learning_rate=args.learning_rate,
+            mixed_precision=args.mixed_precision, synthped_preset=args.synthped_preset,
+            verbose=2 if args.quiet else 1)
+    except (DatasetFormatError, ValueError, FloatingPointError) as error:
+        print(f"valpat pretrain: {error}")
+        return 1
+    last = {k: round(v[-1], 4) for k, v in history.history.items()}
+    print(f"Pretraining done: {last}\nWrote {args.out}/ (history.json, loss_curves.png, "
+          f"pretrainer.keras, image_encoder/, backbone/)")
+    return 0

@@ -1,0 +1,179 @@
+"""The pedestrian image encoder: a keras-hub ResNet or ViT backbone plus pooling."""
+
+from __future__ import annotations
+
+import copy
+
+import keras
+import keras_hub
+
+from valpat_keras.models.pooling import TokenPooling, make_pooling_2d
+
+#: ImageNet channel statistics; images enter the encoder in [0, 1].
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: Named encoder configurations: ``family`` picks the keras-hub backbone class, the rest are
+#: its constructor arguments (image shape and last stride are set by `build_image_encoder`).
+IMAGE_ENCODER_CONFIGS: dict[str, dict] = {
+    # The CPU test / demo size: one basic block per stage, 64/128/256 filters.
+    "tiny": {
+        "family": "resnet",
+        "input_conv_filters": [64],
+        "input_conv_kernel_sizes": [7],
+        "stackwise_num_filters": [64, 128, 256],
+        "stackwise_num_blocks": [1, 1, 1],
+        "stackwise_num_strides": [1, 2, 2],
+        "block_type": "basic_block",
+        "use_pre_activation": False,
+    },
+    "resnet18": {
+        "family": "resnet",
+        "input_conv_filters": [64],
+        "input_conv_kernel_sizes": [7],
+        "stackwise_num_filters": [64, 128, 256, 512],
+        "stackwise_num_blocks": [2, 2, 2, 2],
+        "stackwise_num_strides": [1, 2, 2, 2],
+        "block_type": "basic_block",
+        "use_pre_activation": False,
+    },
+    # The paper's encoder.
+    "resnet50": {
+        "family": "resnet",
+        "input_conv_filters": [64],
+        "input_conv_kernel_sizes": [7],
+        "stackwise_num_filters": [64, 128, 256, 512],
+        "stackwise_num_blocks": [3, 4, 6, 3],
+        "stackwise_num_strides": [1, 2, 2, 2],
+        "block_type": "bottleneck_block",
+        "use_pre_activation": False,
+    },
+    "vit_tiny": {
+        "family": "vit", "patch_size": 16, "num_layers": 12, "num_heads": 3,
+        "hidden_dim": 192, "mlp_dim": 768,
+    },
+    "vit_small": {
+        "family": "vit", "patch_size": 16, "num_layers": 12, "num_heads": 6,
+        "hidden_dim": 384, "mlp_dim": 1536,
+    },
+}
+
+
+@keras.saving.register_keras_serializable(package="valpat_keras")
+class ImageEncoder(keras_hub.models.Backbone):
+    """Pedestrian image encoder: images in [0, 1] to one feature vector per image.
+
+    Wraps a keras-hub `ResNetBackbone` (feature map, pooled with GeM or average pooling)
+    or `ViTBackbone` (tokens, pooled with the class token or the mean of patch tokens).
+    ImageNet mean/std normalisation happens inside, so pipelines feed float32 images in
+    [0, 1] of shape (B, H, W, 3). This is the network VAL-PAT pretrains and the transfer
+    tasks (re-ID, attributes, search) fine-tune.
+
+    Args:
+        backbone: keras_hub.models.ResNetBackbone | keras_hub.models.ViTBackbone. The
+            network; its ``image_shape`` fixes the input shape.
+        pooling: str. ``"gem"`` or ``"avg"`` for a ResNet; ``"token"`` (class token) or
+            ``"avg"`` (mean of the patch tokens) for a ViT. Defaults to ``"gem"``.
+        gem_p: float. Initial GeM exponent (learned). Defaults to ``3.0``.
+        dtype: str | keras.DTypePolicy | None. Compute dtype policy.
+        **kwargs: Standard `keras.Model` arguments (e.g. ``name``).
+
+    Example:
+
+    ```python
+    encoder = build_image_encoder("tiny", image_size=(64, 32))
+    features = encoder(np.random.rand(2, 64, 32, 3).astype("float32"))  # (2, 256)
+    encoder.save_to_preset("/tmp/enc")
+    encoder = ImageEncoder.from_preset("/tmp/enc")
+    ```
+    """
+
+    def __init__(self, backbone, pooling: str = "gem", gem_p: float = 3.0, dtype=None,
+                 **kwargs):
+        is_vit = isinstance(backbone, keras_hub.models.ViTBackbone)
+        if is_vit and pooling not in ("token", "avg"):
+            raise ValueError(
+                f"A ViT image encoder pools with 'token' (class token) or 'avg' (mean of the "
+                f"patch tokens), got pooling={pooling!r}")
+        # === Layers ===
+        self.backbone = backbone
+        std = [s * s for s in IMAGENET_STD]
+        self.normalization = keras.layers.Normalization(
+            mean=list(IMAGENET_MEAN), variance=std, dtype=dtype, name="imagenet_normalization")
+        if is_vit:
+            self.pooling_layer = TokenPooling(
+                mode="cls" if pooling == "token" else "mean", skip_first=pooling == "avg",
+                dtype=dtype, name="pooling")
+        else:
+            self.pooling_layer = make_pooling_2d(pooling, p=gem_p)
+
+        # === Functional Model ===
+        image_shape = tuple(backbone.image_shape)
+        images = keras.Input(shape=image_shape, name="images")
+        x = self.normalization(images)
+        x = self.backbone(x)
+        features = self.pooling_layer(x)
+        super().__init__(inputs=images, outputs=features, dtype=dtype, **kwargs)
+
+        # === Config ===
+        self.pooling = pooling
+        self.gem_p = float(gem_p)
+        self.image_shape = image_shape
+        self.feature_dim = int(features.shape[-1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "backbone": keras.layers.serialize(self.backbone),
+            "pooling": self.pooling,
+            "gem_p": self.gem_p,
+        })
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        if isinstance(config.get("dtype"), dict):
+            config["dtype"] = keras.dtype_policies.get(config["dtype"])
+        config["backbone"] = keras.layers.deserialize(
+            config["backbone"], custom_objects=custom_objects)
+        return cls(**config)
+
+
+def build_image_encoder(config: str = "tiny", image_size: tuple[int, int] = (256, 128),
+                        pooling: str | None = "gem", last_stride: int = 1,
+                        dtype=None, name: str = "image_encoder") -> ImageEncoder:
+    """Builds a randomly initialised `ImageEncoder` from a named configuration.
+
+    Args:
+        config: A key of `IMAGE_ENCODER_CONFIGS` (``"tiny"``, ``"resnet18"``,
+            ``"resnet50"``, ``"vit_tiny"``, ``"vit_small"``).
+        image_size: (height, width) of the input images.
+        pooling: ``"gem"`` / ``"avg"`` (ResNet) or ``"token"`` / ``"avg"`` (ViT). ``"gem"``
+            (the default) or ``None`` on a ViT means ``"token"``, the class token, since
+            GeM needs non-negative activations which transformer tokens are not.
+        last_stride: Stride of the last ResNet stage. 1 (BoT) doubles the final feature map
+            for re-ID; 2 is the ImageNet ResNet. Ignored by ViT (patches have one stride).
+        dtype: Compute dtype policy (``None``: the global policy).
+        name: Model name.
+
+    Returns:
+        The encoder; ``encoder.feature_dim`` is the length of its output vectors.
+
+    Raises:
+        ValueError: Unknown configuration name or pooling.
+    """
+    if config not in IMAGE_ENCODER_CONFIGS:
+        raise ValueError(f"Unknown image encoder config {config!r}; "
+                         f"choose one of {sorted(IMAGE_ENCODER_CONFIGS)}")
+    kwargs = copy.deepcopy(IMAGE_ENCODER_CONFIGS[config])
+    family = kwargs.pop("family")
+    image_shape = (int(image_size[0]), int(image_size[1]), 3)
+    if family == "vit":
+        backbone = keras_hub.models.ViTBackbone(image_shape=image_shape, dtype=dtype, **kwargs)
+        pooling = "token" if pooling in (None, "gem") else pooling
+    else:
+        kwargs["stackwise_num_strides"][-1] = int(last_stride)
+        backbone = keras_hub.models.ResNetBackbone(image_shape=image_shape, dtype=dtype, **kwargs)
+        pooling = pooling or "gem"
+    return ImageEncoder(backbone, pooling=pooling, dtype=dtype, name=name)

@@ -1,0 +1,362 @@
+"""The VAL-PAT pretraining task: image-image, image-text and attribute objectives.
+
+One class, one code path on TensorFlow, PyTorch and JAX: the momentum (EMA) key encoder and
+the queue of negative keys are non-trainable variables updated with ``assign`` inside
+``call`` / ``compute_loss``, which every backend's ``fit`` carries between steps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import keras
+import numpy as np
+from keras import ops
+
+from valpat_keras.losses.attribute import batch_mean_accuracy, weighted_bce
+from valpat_keras.losses.contrastive import info_nce, symmetric_info_nce
+from valpat_keras.models.backbone import ValPatBackbone
+from valpat_keras.models.heads import AttributeHead, PredictionHead, ProjectionHead
+from valpat_keras.models.image_encoder import ImageEncoder
+
+OBJECTIVES = ("ssl", "itc", "attr")
+
+
+def _active_weights(loss_weights: Mapping[str, float] | None) -> dict[str, float]:
+    weights = {"ssl": 1.0, "itc": 1.0, "attr": 1.0} if loss_weights is None else dict(loss_weights)
+    unknown = set(weights) - set(OBJECTIVES)
+    if unknown:
+        raise ValueError(f"Unknown objective(s) {sorted(unknown)} in loss_weights; "
+                         f"expected keys among {list(OBJECTIVES)}")
+    return {name: float(w) for name, w in weights.items() if w}
+
+
+@keras.saving.register_keras_serializable(package="valpat_keras")
+class ValPatPretrainer(keras.Model):
+    """VAL-PAT pretraining: a `ValPatBackbone` plus the heads and state of three objectives.
+
+    A keras-hub-style task (Bao et al. 2023): the image encoder learns from
+
+    1. ``ssl``: MoCo image-image contrast. Query: image encoder -> projection head ->
+       predictor head on ``view1``. Key: a momentum copy of the encoder and projection
+       (EMA of the query weights, ``momentum`` rising to 1 on a cosine schedule when
+       ``momentum_schedule_steps`` > 0) on ``view2``. InfoNCE against a queue of
+       ``queue_size`` earlier keys and/or the other keys of the batch.
+    2. ``itc``: CLIP symmetric InfoNCE between the image and caption embeddings of the
+       backbone, with its learnable (clipped) logit scale.
+    3. ``attr``: a linear head on the image features with the weighted BCE of DeepMAR,
+       weights from the training-set ``positive_ratios`` (kept in the config), -1 masked.
+
+    ``loss_weights`` sets the weighted sum; a missing key or weight 0 switches an objective
+    off, and nothing it needs is built (no key encoder or queue without ``ssl``). Inputs are
+    the dict batches of `valpat_keras.data.pipelines.pretrain_dataset` (``"view1"``,
+    ``"view2"``, ``"token_ids"``, ``"attributes"``), ``y`` is ``None``. ``fit`` logs
+    ``loss`` and per objective ``ssl_loss``/``ssl_acc``, ``itc_loss``/``itc_acc``,
+    ``attr_loss``/``attr_ma`` (batch-wise mean accuracy).
+
+    Args:
+        backbone: The `ValPatBackbone` to pretrain.
+        num_attributes: int. Length of the attribute vectors (0: no attribute data).
+        attribute_names: list of str. Names of the attributes (kept for the transfer).
+        positive_ratios: list of float. Training-set positive ratio per attribute (see
+            `valpat_keras.losses.positive_ratios`); ``None`` means 0.5 everywhere.
+        loss_weights: dict. ``{"ssl": 1.0, "itc": 1.0, "attr": 1.0}`` by default.
+        ssl_dim: int. Width of the image-image embedding. Defaults to ``128``.
+        ssl_hidden_dim: int. Hidden width of the projection/predictor MLPs. Defaults
+            to ``1024``.
+        queue_size: int. Number of negative keys kept (0: in-batch negatives only). Must be
+            a multiple of the batch size. Defaults to ``4096`` (MoCo used 65536 on GPUs).
+        in_batch_negatives: bool. Also use the other keys of the batch as negatives.
+            Always on without a queue. Defaults to ``False``.
+        temperature: float. InfoNCE temperature of ``ssl``. Defaults to ``0.2``.
+        momentum: float. EMA momentum of the key encoder. Defaults to ``0.999``.
+        momentum_schedule_steps: int. Steps over which the momentum rises to 1 along a
+            half cosine (0: constant). Defaults to ``0``.
+        **kwargs: Standard `keras.Model` arguments (e.g. ``name``).
+
+    Example:
+
+    ```python
+    backbone = ValPatBackbone(build_image_encoder("tiny", image_size=(64, 32)),
+                              build_text_encoder("tiny", vocabulary_size=tok.vocabulary_size,
+                                                 sequence_length=tok.sequence_length))
+    pretrainer = ValPatPretrainer(backbone, num_attributes=26, queue_size=256)
+    pretrainer.compile()
+    pretrainer.fit(pretrain_dataset(records, (64, 32), 8, tokenizer=tok), epochs=1)
+    ```
+    """
+
+    def __init__(self, backbone: ValPatBackbone, num_attributes: int = 0,
+                 attribute_names: Sequence[str] | None = None,
+                 positive_ratios: Sequence[float] | None = None,
+                 loss_weights: Mapping[str, float] | None = None, ssl_dim: int = 128,
+                 ssl_hidden_dim: int = 1024, queue_size: int = 4096,
+                 in_batch_negatives: bool = False, temperature: float = 0.2,
+                 momentum: float = 0.999, momentum_schedule_steps: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        weights = _active_weights(loss_weights)
+        if not weights:
+            raise ValueError("loss_weights switches every objective off; enable at least one "
+                             f"of {list(OBJECTIVES)}")
+        if "attr" in weights and int(num_attributes) <= 0:
+            raise ValueError("The 'attr' objective needs num_attributes > 0 (the data has no "
+                             "attribute labels?); set its loss weight to 0 to switch it off.")
+        if positive_ratios is not None and len(positive_ratios) != int(num_attributes):
+            raise ValueError(f"positive_ratios has {len(positive_ratios)} entries but "
+                             f"num_attributes={num_attributes}")
+        # === Config ===
+        self.num_attributes = int(num_attributes)
+        self.attribute_names = list(attribute_names or [])
+        self.positive_ratios = (
+            [float(r) for r in positive_ratios] if positive_ratios is not None
+            else [0.5] * self.num_attributes)
+        self.loss_weights = weights
+        self.ssl_dim = int(ssl_dim)
+        self.ssl_hidden_dim = int(ssl_hidden_dim)
+        self.queue_size = int(queue_size)
+        self.in_batch_negatives = bool(in_batch_negatives) or self.queue_size == 0
+        self.temperature = float(temperature)
+        self.momentum = float(momentum)
+        self.momentum_schedule_steps = int(momentum_schedule_steps)
+
+        # === Layers ===
+        self.backbone = backbone
+        feature_dim = backbone.image_encoder.feature_dim
+        if "ssl" in weights:
+            self.projection = ProjectionHead(self.ssl_hidden_dim, self.ssl_dim,
+                                             name="ssl_projection")
+            self.predictor = PredictionHead(self.ssl_hidden_dim, self.ssl_dim,
+                                            name="ssl_predictor")
+            self.projection.build((None, feature_dim))
+            self.predictor.build((None, self.ssl_dim))
+            self._build_momentum_encoder()
+        if "attr" in weights:
+            self.attribute_head = AttributeHead(self.num_attributes, name="attribute_head")
+            self.attribute_head.build((None, feature_dim))
+
+        # === Metrics (fit logs) ===
+        self.trackers = {}
+        for name, metric in (("ssl", "acc"), ("itc", "acc"), ("attr", "ma")):
+            if name in weights:
+                self.trackers[f"{name}_loss"] = keras.metrics.Mean(name=f"{name}_loss")
+                self.trackers[f"{name}_{metric}"] = keras.metrics.Mean(name=f"{name}_{metric}")
+        self.built = True
+
+    def _build_momentum_encoder(self):
+        """Creates the key encoder / projection as copies, frozen per variable, and the queue."""
+        query_encoder = self.backbone.image_encoder
+        config = query_encoder.get_config()
+        config["name"] = "key_image_encoder"
+        # A second instance with weights copied through NumPy: `assign` from the query
+        # variables would share JAX buffers ("donate the same buffer twice"). The name scope
+        # gives its variables their own paths: under torch, variables are registered as
+        # parameters by path, and a duplicate path hides the query weights from
+        # `zero_grad`, so their gradients would accumulate from step to step.
+        with keras.name_scope("momentum"):
+            self.key_encoder = ImageEncoder.from_config(config)
+            self.key_projection = ProjectionHead.from_config(
+                {**self.projection.get_config(), "name": "key_ssl_projection"})
+            self.key_projection.build((None, query_encoder.feature_dim))
+        self.key_encoder.set_weights(query_encoder.get_weights())
+        self.key_projection.set_weights(self.projection.get_weights())
+        # Per variable, not per layer: a frozen layer would also put BatchNorm in inference
+        # mode, while MoCo's key encoder uses batch statistics.
+        for variable in self.key_encoder.weights + self.key_projection.weights:
+            variable.trainable = False
+        # Pairs (query variable, key variable) that the EMA moves; BN statistics are not
+        # averaged (as MoCo: buffers follow the key encoder's own forward passes).
+        query_vars = query_encoder.weights + self.projection.weights
+        key_vars = self.key_encoder.weights + self.key_projection.weights
+        self._ema_pairs = [(q, k) for q, k in zip(query_vars, key_vars) if q.trainable]
+        self.ema_step = self.add_weight(name="ema_step", shape=(), dtype="int32",
+                                        initializer="zeros", trainable=False)
+        if self.queue_size:
+            rng = np.random.default_rng(0)
+            queue = rng.normal(size=(self.queue_size, self.ssl_dim)).astype("float32")
+            queue /= np.linalg.norm(queue, axis=1, keepdims=True)
+            self.queue = self.add_weight(
+                name="queue", shape=(self.queue_size, self.ssl_dim), dtype="float32",
+                initializer=keras.initializers.Constant(queue), trainable=False)
+            self.queue_pointer = self.add_weight(name="queue_pointer", shape=(), dtype="int32",
+                                                 initializer="zeros", trainable=False)
+
+    @property
+    def objectives(self) -> list[str]:
+        """The active objectives, in the order ``ssl``, ``itc``, ``attr``."""
+        return [name for name in OBJECTIVES if name in self.loss_weights]
+
+    def current_momentum(self):
+        """The EMA momentum of the current step (float32 scalar tensor)."""
+        if self.momentum_schedule_steps <= 0:
+            return ops.convert_to_tensor(self.momentum, "float32")
+        progress = ops.minimum(ops.cast(self.ema_step.value, "float32")
+                               / float(self.momentum_schedule_steps), 1.0)
+        return 1.0 - (1.0 - self.momentum) * (ops.cos(math.pi * progress) + 1.0) / 2.0
+
+    def update_momentum_encoder(self):
+        """One EMA step: ``key = m * key + (1 - m) * query`` for every averaged variable."""
+        m = self.current_momentum()
+        for query_var, key_var in self._ema_pairs:
+            # stop_gradient: under JAX the key weights read later in this step would
+            # otherwise carry gradients back into the query weights.
+            source = ops.stop_gradient(ops.cast(query_var.value, "float32"))
+            new = m * ops.cast(key_var.value, "float32") + (1.0 - m) * source
+            key_var.assign(ops.cast(new, key_var.dtype))
+        self.ema_step.assign(self.ema_step.value + 1)
+
+    def enqueue(self, keys):
+        """Writes a batch of keys (L2-normalised) at the queue pointer and advances it (wraps)."""
+        keys = ops.cast(ops.stop_gradient(ops.convert_to_tensor(keys)), "float32")
+        keys = keys / ops.sqrt(ops.maximum(ops.sum(ops.square(keys), axis=-1, keepdims=True),
+                                           1e-12))
+        batch = keys.shape[0]
+        if batch is not None and self.queue_size % batch:
+            raise ValueError(
+                f"The MoCo queue size ({self.queue_size}) must be a multiple of the batch size "
+                f"({batch}); change --queue-size or --batch-size (and keep drop_remainder).")
+        pointer = self.queue_pointer.value
+        start = ops.stack([pointer, ops.zeros_like(pointer)])
+        self.queue.assign(ops.slice_update(self.queue.value, start, keys))
+        self.queue_pointer.assign((pointer + ops.shape(keys)[0]) % self.queue_size)
+
+    def _require(self, x, key, objective):
+        if key not in x:
+            raise KeyError(f"The '{objective}' objective needs the input key {key!r} (got keys "
+                           f"{sorted(x)}); check the data or switch '{objective}' off.")
+        return x[key]
+
+    def call(self, x, training=False):
+        """Forward pass: the outputs every active objective needs (a dict of tensors)."""
+        images = self._require(x, "view1", "image")
+        features = self.backbone.image_encoder(images, training=training)
+        outputs = {}
+        if "ssl" in self.loss_weights:
+            projected = self.projection(features, training=training)
+            outputs["ssl_query"] = self.predictor(projected, training=training)
+            if training:
+                # MoCo updates the key encoder before computing this step's keys.
+                self.update_momentum_encoder()
+            key_view = self._require(x, "view2", "ssl")
+            key_features = self.key_encoder(key_view, training=training)
+            outputs["ssl_key"] = ops.stop_gradient(
+                self.key_projection(key_features, training=training))
+        if "itc" in self.loss_weights:
+            token_ids = self._require(x, "token_ids", "itc")
+            outputs["image_embedding"] = self.backbone.image_l2(
+                self.backbone.image_projection(features))
+            outputs["text_embedding"] = self.backbone.get_text_embeddings(
+                token_ids, training=training)
+        if "attr" in self.loss_weights:
+            outputs["attribute_logits"] = self.attribute_head(features, training=training)
+        return outputs
+
+    def compute_objectives(self, x, y_pred) -> dict:
+        """Per-objective ``(loss, accuracy)`` float32 scalars for a forward pass's outputs."""
+        results = {}
+        if "ssl" in self.loss_weights:
+            negatives = self.queue.value if self.queue_size else None
+            results["ssl"] = info_nce(y_pred["ssl_query"], y_pred["ssl_key"], negatives,
+                                      temperature=self.temperature,
+                                      in_batch_negatives=self.in_batch_negatives)
+        if "itc" in self.loss_weights:
+            results["itc"] = symmetric_info_nce(y_pred["image_embedding"],
+                                                y_pred["text_embedding"],
+                                                self.backbone.logit_scale)
+        if "attr" in self.loss_weights:
+            labels = self._require(x, "attributes", "attr")
+            logits = y_pred["attribute_logits"]
+            results["attr"] = (weighted_bce(labels, logits, self.positive_ratios),
+                               batch_mean_accuracy(labels, logits))
+        return results
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Weighted sum of the active objectives; updates the queue when training."""
+        total = ops.convert_to_tensor(0.0, "float32")
+        metric_names = {"ssl": "ssl_acc", "itc": "itc_acc", "attr": "attr_ma"}
+        for name, (loss, accuracy) in self.compute_objectives(x, y_pred).items():
+            total = total + self.loss_weights[name] * loss
+            self.trackers[f"{name}_loss"].update_state(loss)
+            self.trackers[metric_names[name]].update_state(accuracy)
+        if training and "ssl" in self.loss_weights and self.queue_size:
+            # After the loss: this step's keys are negatives only from the next step on.
+            self.enqueue(y_pred["ssl_key"])
+        return total
+
+    def compile(self, optimizer="auto", learning_rate: float = 1e-3,
+                weight_decay: float = 1e-4, **kwargs):
+        """Compiles with defaults for pretraining.
+
+        Args:
+            optimizer: ``"auto"`` gives ``AdamW(learning_rate, weight_decay)``; otherwise any
+                Keras optimizer (name or instance).
+            learning_rate: Learning rate of the default optimizer.
+            weight_decay: Weight decay of the default optimizer.
+            **kwargs: Passed to `keras.Model.compile` (e.g. ``jit_compile``).
+        """
+        if optimizer == "auto":
+            optimizer = keras.optimizers.AdamW(learning_rate=learning_rate,
+                                               weight_decay=weight_decay)
+        super().compile(optimizer=optimizer, **kwargs)
+        # Build the optimiser state now so `load_weights` (BackupAndRestore) restores it on
+        # every backend instead of skipping variables that do not exist yet.
+        self.optimizer.build(self.trainable_variables)
+
+    def compile_from_config(self, config):
+        # Loading a `.keras` file: recompile with the saved optimizer (whose state is then
+        # restored), which Keras skips for models that override `compile`.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "backbone": keras.layers.serialize(self.backbone),
+            "num_attributes": self.num_attributes,
+            "attribute_names": self.attribute_names,
+            "positive_ratios": self.positive_ratios,
+            "loss_weights": self.loss_weights,
+            "ssl_dim": self.ssl_dim,
+            "ssl_hidden_dim": self.ssl_hidden_dim,
+            "queue_size": self.queue_size,
+            "in_batch_negatives": self.in_batch_negatives,
+            "temperature": self.temperature,
+            "momentum": self.momentum,
+            "momentum_schedule_steps": self.momentum_schedule_steps,
+        })
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        config["backbone"] = keras.layers.deserialize(config["backbone"],
+                                                      custom_objects=custom_objects)
+        return cls(**config)
+
+
+class TerminateOnNaNWithMessage(keras.callbacks.Callback):
+    """Stops training at the first NaN or infinite loss and says where and which objective.
+
+    After ``fit``, ``callback.message`` is ``None`` or the explanation (the `pretrain`
+    function raises it as a `FloatingPointError`).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.message = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        loss = logs.get("loss")
+        if loss is None or np.isfinite(float(loss)):
+            return
+        bad = [k for k, v in logs.items() if k.endswith("_loss") and not np.isfinite(float(v))]
+        self.message = (
+            f"Training stopped: the loss became {float(loss)} at epoch {self._epoch + 1}, "
+            f"batch {batch + 1} (non-finite: {', '.join(bad) or 'loss'}). Try a lower learning "
+            f"rate, fewer mixed-precision float16 steps (use mixed_bfloat16) or check the data.")
+        print("\n" + self.message)
+        self.model.stop_training = True
