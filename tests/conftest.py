@@ -2,9 +2,24 @@
 
 Tests that touch Keras carry the ``keras`` marker: the test script runs the whole suite on
 one backend and the marked tests on all three (KERAS_BACKEND=jax, tensorflow, torch).
+
+Many tests build identical tiny models. JAX caches ``jit`` results per function object, so
+every new model instance compiles its train step again (10-20 s on 2 cores); the persistent
+compilation cache is keyed by the compiled program instead, so identical models after the
+first hit it. It lives in a per-session temporary folder (or ``$VALPAT_JAX_CACHE_DIR``),
+exported so that test subprocesses share it.
 """
 
 import os
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "jax")
+
+if os.environ["KERAS_BACKEND"] == "jax":
+    import jax
+
+    os.environ.setdefault("VALPAT_JAX_CACHE_DIR", tempfile.mkdtemp(prefix="valpat_jax_cache_"))
+    jax.config.update("jax_compilation_cache_dir", os.environ["VALPAT_JAX_CACHE_DIR"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
