@@ -8,7 +8,7 @@ valpat --backend jax pretrain --data /data/luperson_ta --out runs/r50 --config r
     --epochs 40 --batch-size 256 --mixed-precision
 ```
 
-The run folder layout is described in `valpat_keras.tasks.train`; rerunning the same command
+The run folder layout is described in `valpat_keras.tasks.pretraining`; rerunning the same command
 on an interrupted run folder resumes it.
 """
 
@@ -99,7 +99,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Runs the pretraining; returns the exit status (1 on bad input or a NaN loss)."""
     from valpat_keras.data.errors import DatasetFormatError
-    from valpat_keras.tasks.train import pretrain
+    from valpat_keras.tasks.pretraining import pretrain
 
     try:
         history = pretrain(
