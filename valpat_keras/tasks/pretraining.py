@@ -132,12 +132,11 @@ def plot_history(history: Mapping[str, Sequence[float]], path: str | Path) -> Pa
     Returns:
         The path written.
     """
-    import matplotlib
+    # A bare Figure (no pyplot) leaves the caller's matplotlib backend alone, e.g. in Jupyter.
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    ax_loss, ax_acc = fig.subplots(1, 2)
     for name, values in history.items():
         axis = ax_loss if name.endswith("loss") else ax_acc
         epochs = np.arange(1, len(values) + 1)
@@ -151,7 +150,6 @@ def plot_history(history: Mapping[str, Sequence[float]], path: str | Path) -> Pa
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
