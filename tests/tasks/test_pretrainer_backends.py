@@ -2,7 +2,8 @@
 
 PyTorch (quickest to build) writes the initial weights, fixed batches and a `.keras` file;
 as soon as they exist, TensorFlow and JAX (with two virtual CPU devices) start and load them. From the same weights and batches,
-three SGD steps must give the same losses everywhere (relative 1e-4; see the test), the `.keras` file must give the same
+three SGD steps must give the same losses everywhere (relative 1e-4, the chaotic third step 5e-3; see the
+test) and the same MoCo state transitions (EMA, queue, counters; exact), the `.keras` file must give the same
 embeddings under every backend, and JAX `DataParallel` over two devices must match one device.
 """
 
@@ -57,11 +58,25 @@ def test_three_sgd_steps_give_the_same_losses_on_every_backend(results):
     for backend in ("jax", "tensorflow"):
         for step, (got, want) in enumerate(zip(results[backend]["steps"], reference)):
             for key in ("loss", "ssl_loss", "itc_loss", "attr_loss"):
-                # float32 kernels differ in summation order: the first two steps agree to
-                # ~1e-5, but after two updates the third differs by up to ~1e-3 relative on
-                # some random draws (all objectives, largest in ssl): an open question.
+                # Step 3 is float32 chaos, not a semantic difference: on ONE backend a 1e-7
+                # relative nudge of the first images moves its losses by up to ~6e-4 (the ssl
+                # gradients of step 2 change by %), so only 5e-3 is honest there; the MoCo
+                # update order itself is checked exactly in the next test.
                 rel = 5e-3 if step == 2 else 1e-4
                 assert got[key] == pytest.approx(want[key], rel=rel), (backend, step, key)
+
+
+def test_moco_state_transitions_are_the_same_on_every_backend(results):
+    batch, queue_size = 8, 16  # pretrain_helpers.BATCH and the tiny pretrainer's queue
+    for backend in ("tensorflow", "jax", "torch"):
+        for step, got in enumerate(results[backend]["steps"]):
+            # EMA from the query weights before this step's SGD update, one counter tick,
+            # this step's keys written at the old pointer, the pointer advanced (wrapping).
+            assert got["ema_error"] < 1e-6, (backend, step)
+            assert got["ema_step"] == step + 1, (backend, step)
+            start = step * batch % queue_size
+            assert got["queue_rows"] == list(range(start, start + batch)), (backend, step)
+            assert got["pointer"] == (start + batch) % queue_size, (backend, step)
 
 
 def test_keras_file_saved_under_torch_gives_same_embeddings_elsewhere(results):
