@@ -134,6 +134,14 @@ class ValPatPretrainer(keras.Model):
         if "attr" in weights:
             self.attribute_head = AttributeHead(self.num_attributes, name="attribute_head")
             self.attribute_head.build((None, feature_dim))
+        if "itc" not in weights:
+            # Without image-text contrast the text tower and both projections get no gradient:
+            # freeze them per variable (a frozen layer would also switch BatchNorm to inference)
+            # so the optimiser neither tracks them nor warns about missing gradients.
+            for layer in (backbone.text_encoder, backbone.image_projection,
+                          backbone.text_projection, backbone.logit_scale_layer):
+                for variable in layer.weights:
+                    variable.trainable = False
 
         # === Metrics (fit logs) ===
         self.trackers = {}
