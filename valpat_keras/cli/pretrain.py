@@ -16,18 +16,9 @@ from __future__ import annotations
 
 import argparse
 
+from valpat_keras.cli._transfer_args import parse_image_size
+
 OBJECTIVES = ("ssl", "itc", "attr")
-
-
-def parse_image_size(text: str) -> tuple[int, int]:
-    """Parses ``HxW`` (e.g. ``128x64``) into ``(height, width)``."""
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH, e.g. 128x64; got {text!r}")
-    if height <= 0 or width <= 0:
-        raise argparse.ArgumentTypeError(f"image size must be positive, got {text!r}")
-    return height, width
 
 
 def parse_objectives(text: str) -> list[str]:
