@@ -194,6 +194,8 @@ def load_mat(path: Path, keys: Sequence[str]) -> dict[str, Any]:
         raise DatasetFormatError(path, "file does not exist", expected="a MATLAB v5 .mat file")
     try:
         mat = scipy.io.loadmat(str(path))
+    # scipy signals a MATLAB v7.3 (HDF5) file with NotImplementedError: report it like any
+    # other unreadable .mat rather than letting it escape as a traceback.
     except (ValueError, TypeError, OSError, NotImplementedError) as err:
         raise DatasetFormatError(path, f"cannot read as a MATLAB v5 file ({err})",
                                  expected="a .mat file readable by scipy.io.loadmat") from None
