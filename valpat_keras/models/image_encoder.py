@@ -7,6 +7,7 @@ import copy
 import keras
 import keras_hub
 
+from valpat_keras.models.batch_norm import use_closed_form_batch_norm
 from valpat_keras.models.pooling import TokenPooling, make_pooling_2d
 
 #: ImageNet channel statistics; images enter the encoder in [0, 1].
@@ -96,6 +97,9 @@ class ImageEncoder(keras_hub.models.Backbone):
                 f"A ViT image encoder pools with 'token' (class token) or 'avg' (mean of the "
                 f"patch tokens), got pooling={pooling!r}")
         # === Layers ===
+        # Same layers and weights, a closed-form BatchNorm backward (faster training steps,
+        # see valpat_keras/models/batch_norm.py).
+        use_closed_form_batch_norm(backbone)
         self.backbone = backbone
         std = [s * s for s in IMAGENET_STD]
         self.normalization = keras.layers.Normalization(
