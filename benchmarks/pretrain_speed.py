@@ -8,11 +8,13 @@ the figures are the training step, not the input pipeline (see benchmarks/pipeli
 The PyTorch reference is a hand-written training loop of the same model (same layers,
 losses, EMA and queue) with ``torch.optim.AdamW``.
 
-Prints steps/s, images/s and peak resident memory per backend.
+Prints steps/s, images/s and peak resident memory per backend. Each row is the median of
+``--repeats`` fresh processes: on a small shared CPU the same configuration varies by ~5%
+from one process to the next (thread placement), more than some of the differences measured.
 
 ```
-python benchmarks/pretrain_speed.py                  # all backends, 20 timed steps
-python benchmarks/pretrain_speed.py --steps 2 --warmup 1 --backends jax,torch
+python benchmarks/pretrain_speed.py                  # all backends, 3 x 20 timed steps
+python benchmarks/pretrain_speed.py --steps 2 --warmup 1 --repeats 1 --backends jax,torch
 ```
 """
 
@@ -222,6 +224,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed steps (20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed first steps (3)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="processes per row; the row shows the median (3)")
     parser.add_argument("--backends", default="tensorflow,jax,torch",
                         help="comma-separated Keras backends (default: all three)")
     parser.add_argument("--jit-compile", choices=("auto", "true", "false"), default="auto")
@@ -238,20 +242,27 @@ def main() -> None:
     common = ["--steps", str(args.steps), "--warmup", str(args.warmup), "--batch-size",
               str(args.batch_size), "--jit-compile", args.jit_compile]
     print(f"batch {args.batch_size} at {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]}, queue {QUEUE}, "
-          f"{args.warmup} warm-up + {args.steps} timed steps, one process per row")
+          f"{args.warmup} warm-up + {args.steps} timed steps, median of {args.repeats} "
+          "processes per row (steps/s of each in brackets)")
     print(f"{'run':<46} {'steps/s':>8} {'images/s':>9} {'first steps s':>14} {'peak RSS MB':>12}")
     for kind, backend in runs:
         env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
-        done = subprocess.run([sys.executable, __file__, "--worker", kind, *common], env=env,
-                              capture_output=True, text=True, check=False)
-        lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-        if done.returncode or not lines:
-            print(f"{kind} {backend}: failed\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+        results = []
+        for _ in range(max(1, args.repeats)):
+            done = subprocess.run([sys.executable, __file__, "--worker", kind, *common], env=env,
+                                  capture_output=True, text=True, check=False)
+            lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+            if done.returncode or not lines:
+                print(f"{kind} {backend}: failed\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+                break
+            results.append(json.loads(lines[-1][len("RESULT "):]))
+        if not results:
             continue
-        r = json.loads(lines[-1][len("RESULT "):])
+        results.sort(key=lambda r: r["steps_per_s"])
+        r = results[len(results) // 2]
+        each = ", ".join(f"{x['steps_per_s']:.2f}" for x in results)
         print(f"{r['name']:<46} {r['steps_per_s']:>8.2f} {r['images_per_s']:>9.1f} "
-              f"{r['first_steps_s']:>14.1f} {r['peak_rss_mb']:>12.0f}")
-
+              f"{r['first_steps_s']:>14.1f} {r['peak_rss_mb']:>12.0f}  [{each}]")
 
 if __name__ == "__main__":
     main()
