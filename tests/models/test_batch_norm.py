@@ -31,7 +31,7 @@ def _one_sgd_step(norm_class, x, y, **norm_kwargs):
     ((16, 5), {"center": False, "scale": False}),        # the projection head's last norm
 ])
 def test_closed_form_batch_norm_matches_keras_gradients_and_statistics(shape, kwargs):
-    from valpat_keras.models.batch_norm import ClosedFormBatchNormalization
+    from valpat_keras.models.batch_norm import BatchNormalization as ClosedFormBatchNormalization
 
     rng = np.random.default_rng(0)
     x = (rng.normal(size=shape) * 3 + 1).astype("float32")
@@ -44,7 +44,7 @@ def test_closed_form_batch_norm_matches_keras_gradients_and_statistics(shape, kw
 
 
 def test_closed_form_batch_norm_inference_and_config_equal_keras():
-    from valpat_keras.models.batch_norm import ClosedFormBatchNormalization
+    from valpat_keras.models.batch_norm import BatchNormalization as ClosedFormBatchNormalization
 
     x = np.random.default_rng(1).normal(size=(4, 3, 2, 5)).astype("float32")
     bn = ClosedFormBatchNormalization(momentum=0.9, epsilon=1e-5, name="bn")
@@ -61,7 +61,7 @@ def test_closed_form_batch_norm_inference_and_config_equal_keras():
 
 def test_image_encoder_uses_closed_form_batch_norm_and_round_trips(tmp_path):
     from valpat_keras.models import ImageEncoder, build_image_encoder
-    from valpat_keras.models.batch_norm import ClosedFormBatchNormalization
+    from valpat_keras.models.batch_norm import BatchNormalization as ClosedFormBatchNormalization
 
     encoder = build_image_encoder("tiny", image_size=(32, 16))
     norms = [layer for layer in encoder.backbone.layers
@@ -74,3 +74,20 @@ def test_image_encoder_uses_closed_form_batch_norm_and_round_trips(tmp_path):
     assert all(type(layer) is ClosedFormBatchNormalization for layer in restored.backbone.layers
                if isinstance(layer, keras.layers.BatchNormalization))
     np.testing.assert_allclose(to_np(restored(x)), to_np(encoder(x)), atol=1e-5)
+
+
+def test_weights_saved_with_keras_batch_norm_load_into_the_encoder(tmp_path):
+    # Runs and presets saved before (plain Keras layers) must keep loading: weight paths
+    # are built from class names, which the closed-form layer shares with Keras'.
+    from valpat_keras.models import build_image_encoder
+
+    keras.utils.set_random_seed(3)
+    old = build_image_encoder("tiny", image_size=(32, 16))
+    for layer in old.backbone.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.__class__ = keras.layers.BatchNormalization
+    x = np.random.default_rng(4).random((2, 32, 16, 3)).astype("float32")
+    old.save_weights(tmp_path / "old.weights.h5")
+    new = build_image_encoder("tiny", image_size=(32, 16))
+    new.load_weights(tmp_path / "old.weights.h5")
+    np.testing.assert_allclose(to_np(new(x)), to_np(old(x)), atol=1e-5)

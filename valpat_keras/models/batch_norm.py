@@ -8,7 +8,7 @@ benchmarks/pretrain_speed.py). The gradient has a short closed form,
 
     dx = gamma / sigma * (dy - mean(dy) - x_hat * mean(dy * x_hat)),
 
-which `ClosedFormBatchNormalization` supplies through `keras.ops.custom_gradient`, on every
+which `BatchNormalization` here supplies through `keras.ops.custom_gradient`, on every
 backend. Forward values, moving statistics, config and weights are those of the Keras layer.
 """
 
@@ -57,7 +57,7 @@ def _normalize_with_closed_form_gradient(x, mean, inv_std, gamma, beta, axes):
 
 
 @keras.saving.register_keras_serializable(package="valpat_keras")
-class ClosedFormBatchNormalization(keras.layers.BatchNormalization):
+class BatchNormalization(keras.layers.BatchNormalization):
     """`keras.layers.BatchNormalization` with a closed-form training-mode gradient.
 
     Same arguments, weights, forward values and moving-statistics updates as the Keras
@@ -66,10 +66,14 @@ class ClosedFormBatchNormalization(keras.layers.BatchNormalization):
     steps faster where the backend does not fuse element-wise ops (TensorFlow on CPU).
     Calls with a mask, ``renorm`` or ``synchronized`` use the Keras implementation.
 
+    The class keeps Keras' name on purpose: `.keras` files and ``.weights.h5`` address a
+    model's layers by class name, so weights saved with plain Keras BatchNormalization
+    layers (keras-hub presets, earlier runs) load into it and the other way round.
+
     Example:
 
     ```python
-    bn = ClosedFormBatchNormalization(momentum=0.9, epsilon=1e-5)
+    bn = BatchNormalization(momentum=0.9, epsilon=1e-5)
     y = bn(x, training=True)
     ```
     """
@@ -117,6 +121,6 @@ def use_closed_form_batch_norm(model: keras.Model) -> int:
     switched = 0
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if type(layer) is keras.layers.BatchNormalization:
-            layer.__class__ = ClosedFormBatchNormalization
+            layer.__class__ = BatchNormalization
             switched += 1
     return switched
