@@ -18,6 +18,7 @@ ALWAYS_ON = {
     "pad_random_crop": lambda x, s: augment.pad_random_crop(x, s, padding=4),
     "random_erasing": lambda x, s: augment.random_erasing(x, s, probability=1.0),
     "ssl_view_augment": augment.ssl_view_augment,
+    "reid_ssl_view_augment": augment.reid_ssl_view_augment,
     "reid_train_augment": augment.reid_train_augment,
     "attribute_train_augment": augment.attribute_train_augment,
 }
@@ -70,3 +71,11 @@ def test_crops_from_a_larger_source_to_the_requested_size():
     full = augment.random_resized_crop(source, SEED, scale=(1.0, 1.0), ratio=(1.0, 1.0),
                                        size=(64, 32)).numpy()
     np.testing.assert_allclose(full, tf.image.resize(source, (64, 32)).numpy(), atol=0.05)
+
+
+def test_reid_views_keep_clothing_colour():
+    # A red coat stays red in every view (no hue shift, no grayscale), unlike MoCo v2 views.
+    red = tf.constant(np.tile([[[0.8, 0.1, 0.1]]], (64, 32, 1)), tf.float32)
+    for s in range(20):
+        view = augment.reid_ssl_view_augment(red, tf.constant([s, 7], tf.int64)).numpy()
+        assert np.all(view[..., 0] > view[..., 1]) and np.allclose(view[..., 1], view[..., 2])

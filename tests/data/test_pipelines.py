@@ -66,6 +66,16 @@ def test_pretrain_without_augment_tokenizer_or_attributes(paths):
     np.testing.assert_array_equal(batches[0]["view1"], batches[0]["view2"])
 
 
+def test_pretrain_views_by_recipe_name(paths):
+    records = [PretrainRecord(p) for p in paths]
+    batch = _arrays(next(iter(pipelines.pretrain_dataset(records, SIZE, batch_size=8,
+                                                          augment="reid"))))
+    assert batch["view1"].shape == (8, *SIZE, 3) and 0.0 <= batch["view1"].min()
+    assert not np.allclose(batch["view1"], batch["view2"])
+    with pytest.raises(ValueError, match="moco_v2"):
+        pipelines.pretrain_dataset(records, SIZE, batch_size=8, augment="simclr")
+
+
 def test_pretrain_dataset_is_deterministic_with_declared_keys(paths, tokenizer):
     def build(seed):
         return pipelines.pretrain_dataset(_pretrain_records(paths), SIZE, batch_size=8,

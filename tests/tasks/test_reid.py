@@ -138,9 +138,11 @@ def test_cluster_contrast_loop_improves_pseudo_labels(toy_reid_records):
                                 memory_capacity=len(toy_reid_records))
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     cluster_args = {"eps": 0.6, "min_samples": 3, "k1": 6, "k2": 2}
-    history = fit_cluster_contrast(model, toy_reid_records, 2, IMAGE_SIZE, p=4, k=4,
+    # Three rounds: after two, the ARI gain is within float-rounding chaos on some backends
+    # (0.02 on TensorFlow vs 0.09 on JAX); after three it is 0.1-0.2 on all of them.
+    history = fit_cluster_contrast(model, toy_reid_records, 3, IMAGE_SIZE, p=4, k=4,
                                    steps_per_epoch=8, **cluster_args)
-    assert [h["epoch"] for h in history] == [0, 1]
+    assert [h["epoch"] for h in history] == [0, 1, 2]
     for entry in history:
         assert entry["num_clusters"] >= 4 and np.isfinite(entry["loss"])
         assert {"num_outliers", "ari", "nmi"} <= set(entry)
@@ -149,5 +151,19 @@ def test_cluster_contrast_loop_improves_pseudo_labels(toy_reid_records):
                                        true_ids=true_ids, **cluster_args)
     assert len(pseudo) == len(toy_reid_records) - final["num_outliers"]
     assert int(_np(model.memory.num_clusters)) == final["num_clusters"]
-    # Two rounds of cluster contrast make the pseudo-identities agree better with the truth.
+    # Rounds of cluster contrast make the pseudo-identities agree better with the truth.
     assert final["ari"] > history[0]["ari"] + 0.03
+
+
+def test_cluster_contrast_trains_with_fewer_clusters_than_p(toy_reid_records):
+    # Skipping such rounds would leave a random encoder's clusters unchanged for ever.
+    keras.utils.set_random_seed(0)
+    model = ClusterContrastReID(build_image_encoder("tiny", IMAGE_SIZE),
+                                memory_capacity=len(toy_reid_records))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    before = [w.copy() for w in model.backbone.get_weights()]
+    history = fit_cluster_contrast(model, toy_reid_records, 1, IMAGE_SIZE, p=64, k=2,
+                                   steps_per_epoch=1, eps=0.6, min_samples=3, k1=6, k2=2)
+    assert 2 <= history[0]["num_clusters"] < 64 and "skipped" not in history[0]
+    assert np.isfinite(history[0]["loss"])
+    assert not all(np.array_equal(w, b) for w, b in zip(model.backbone.get_weights(), before))

@@ -74,8 +74,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--image-size", type=parse_image_size, default=None, metavar="HxW",
                         help="input size, e.g. 128x64 (default: the config's)")
     parser.add_argument("--queue-size", type=int, default=None,
-                        help="MoCo queue length, a multiple of the batch size (config default; "
-                             "0: in-batch negatives)")
+                        help="MoCo queue length, a multiple of the batch size (default: the "
+                             "config's, at most a quarter of the images; 0: in-batch negatives)")
+    parser.add_argument("--momentum", type=float, default=None,
+                        help="key encoder EMA momentum (default: from the run length, 0.99 for "
+                             "a few hundred steps up to 0.999)")
+    parser.add_argument("--views", choices=("reid", "moco_v2"), default="reid",
+                        help="self-supervised view augmentation: reid (crop and flip; keeps "
+                             "clothing colour) or moco_v2 (default reid)")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="AdamW rate (1e-3)")
     parser.add_argument("--mixed-precision", nargs="?", const="mixed_bfloat16", default=None,
                         choices=("mixed_bfloat16", "mixed_float16"),
@@ -97,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
             args.data, args.out, config=args.config, objectives=args.objectives,
             loss_weights=args.loss_weights, epochs=args.epochs, steps=args.steps,
             batch_size=args.batch_size, image_size=args.image_size, seed=args.seed,
-            queue_size=args.queue_size, learning_rate=args.learning_rate,
+            queue_size=args.queue_size, momentum=args.momentum, augment=args.views,
+            learning_rate=args.learning_rate,
             mixed_precision=args.mixed_precision, synthped_preset=args.synthped_preset,
             verbose=2 if args.quiet else 1)
     except (DatasetFormatError, ValueError, FloatingPointError) as error:

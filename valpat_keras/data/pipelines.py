@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from valpat_keras.data.augment import (
     attribute_train_augment,
+    reid_ssl_view_augment,
     reid_train_augment,
     ssl_view_augment,
 )
@@ -194,7 +195,7 @@ def _pick_caption(flat: tf.Tensor, starts: tf.Tensor, counts: tf.Tensor, index: 
 
 def pretrain_dataset(records: Sequence[PretrainRecord], image_size: tuple[int, int] = (256, 128),
                      batch_size: int = 64, tokenizer: CaptionTokenizer | None = None,
-                     seed: int = 0, augment: bool | Augment = True, shuffle: bool = True,
+                     seed: int = 0, augment: bool | str | Augment = True, shuffle: bool = True,
                      drop_remainder: bool = True, num_attributes: int | None = None,
                      check_images: bool = False) -> tf.data.Dataset:
     """Dict batches for VAL-PAT pretraining (the pretrainer reads ``x`` only, ``y`` is None).
@@ -211,7 +212,8 @@ def pretrain_dataset(records: Sequence[PretrainRecord], image_size: tuple[int, i
         batch_size: Images per batch.
         tokenizer: Caption tokenizer; ``None`` leaves out ``"token_ids"``.
         seed: Seed of shuffling, augmentation and caption choice.
-        augment: ``True`` uses `ssl_view_augment` (cropping from a source decoded at twice
+        augment: ``True`` or ``"moco_v2"`` uses `ssl_view_augment`, ``"reid"``
+            `reid_ssl_view_augment` (both crop from a source decoded at twice
             ``image_size``), a callable ``(image, seed) -> image`` is used as is on the resized
             image, ``False`` makes both views the plain resized image.
         shuffle: Shuffle the records each epoch.
@@ -227,7 +229,13 @@ def pretrain_dataset(records: Sequence[PretrainRecord], image_size: tuple[int, i
     """
     records = _keep_readable(list(records), check_images, "pretrain_dataset")
     _check_batch(len(records), batch_size, drop_remainder, "pretrain_dataset")
-    augment_fn = _resolve_augment(augment, ssl_view_augment)
+    view_recipes = {"moco_v2": ssl_view_augment, "reid": reid_ssl_view_augment}
+    if isinstance(augment, str) and augment not in view_recipes:
+        raise ValueError(f"pretrain_dataset: augment={augment!r}; expected True, False, a "
+                         f"callable or one of {sorted(view_recipes)}")
+    recipe = view_recipes.get(augment, ssl_view_augment) if isinstance(augment, str) \
+        else ssl_view_augment
+    augment_fn = _resolve_augment(augment, recipe)
     path_table = tf.constant([r.path for r in records])
 
     with_captions = tokenizer is not None and any(r.captions for r in records)
@@ -247,12 +255,12 @@ def pretrain_dataset(records: Sequence[PretrainRecord], image_size: tuple[int, i
         attribute_table = tf.constant(_attribute_matrix(records, num_attributes))
 
     # The default recipe crops from a 2x source: a 20 % crop of the final size would be a blur.
-    sharp_crops = augment is True
+    sharp_crops = augment is True or isinstance(augment, str)
     source_size = (2 * image_size[0], 2 * image_size[1]) if sharp_crops else image_size
 
     def view(image, view_seed):
         if sharp_crops:
-            return ssl_view_augment(image, view_seed, size=image_size)
+            return recipe(image, view_seed, size=image_size)
         return augment_fn(image, view_seed)
 
     def load(index, element_seed):

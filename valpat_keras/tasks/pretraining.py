@@ -101,6 +101,44 @@ def _resolve_objectives(objectives: Sequence[str], loss_weights: Mapping[str, fl
     return weights
 
 
+def default_queue_size(num_images: int, batch_size: int, config_queue_size: int) -> int:
+    """The MoCo queue length for a dataset: the config's, capped at a quarter of the images.
+
+    MoCo's queue is a small fraction of its data (65,536 keys for 1.28M images). A queue as
+    long as the dataset holds stale keys of the query's own image and of its identity's other
+    images as negatives, which caps the image-image accuracy: SynthPed small has 1,500
+    pretraining images, and the former fixed 4,096-key queue held every image 2.7 times.
+
+    Args:
+        num_images: Images in the pretraining set.
+        batch_size: Images per step (the queue is a multiple of it).
+        config_queue_size: The configuration's queue length (the upper bound).
+
+    Returns:
+        A multiple of ``batch_size``, or 0 (in-batch negatives only) when a quarter of the
+        data is less than one batch.
+    """
+    cap = (int(num_images) // 4) // int(batch_size) * int(batch_size)
+    return int(min(int(config_queue_size), cap))
+
+
+def default_momentum(total_steps: int) -> float:
+    """Key-encoder EMA momentum suited to a run of ``total_steps`` optimiser steps.
+
+    The key encoder keeps ``momentum ** steps`` of its random initialisation: 0.999 keeps
+    61 % of it after a 500-step CPU run, so the keys stay close to a random network the whole
+    run. The momentum is ``1 - 20 / total_steps`` (the EMA spans about a twentieth of the
+    run) clipped to [0.99, 0.999]: MoCo's 0.999 for long runs, 0.99 for short ones.
+
+    Args:
+        total_steps: Optimiser steps of the run.
+
+    Returns:
+        The momentum.
+    """
+    return float(np.clip(1.0 - 20.0 / max(int(total_steps), 1), 0.99, 0.999))
+
+
 class StopAtStep(keras.callbacks.Callback):
     """Stops ``fit`` once the optimiser has made ``steps`` steps in total.
 
@@ -159,9 +197,10 @@ def pretrain(data: PretrainDataset | str | Path | None, out_dir: str | Path,
              steps: int | None = None, batch_size: int = 32,
              image_size: tuple[int, int] | None = None, seed: int = 0,
              queue_size: int | None = None, learning_rate: float = 1e-3,
-             mixed_precision: str | None = None, momentum: float = 0.999,
+             mixed_precision: str | None = None, momentum: float | None = None,
              momentum_schedule: bool = False, vocabulary_size: int = 2000,
-             sequence_length: int = 32, augment: bool = True, synthped_preset: str = "small",
+             sequence_length: int = 32, augment: bool | str = "reid",
+             synthped_preset: str = "small",
              verbose: int | str = 1):
     """Pretrains a VAL-PAT backbone and writes the run directory (see the module docstring).
 
@@ -183,15 +222,20 @@ def pretrain(data: PretrainDataset | str | Path | None, out_dir: str | Path,
         batch_size: Images per step; must divide the queue size.
         image_size: (height, width); the config's default when None.
         seed: Seed of SynthPed, shuffling, augmentation and weight initialisation.
-        queue_size: MoCo queue length (config default; 0: in-batch negatives only).
+        queue_size: MoCo queue length; None: the config's, capped at a quarter of the
+            images (`default_queue_size`); 0: in-batch negatives only.
         learning_rate: AdamW learning rate.
         mixed_precision: None, ``"mixed_bfloat16"`` or ``"mixed_float16"`` (global policy
             during the run; losses stay float32).
-        momentum: Key encoder EMA momentum.
+        momentum: Key encoder EMA momentum; None picks it from the run length
+            (`default_momentum`: 0.99 for a few hundred steps, up to 0.999).
         momentum_schedule: Raise the momentum to 1 along a half cosine over the run.
         vocabulary_size: Upper bound of the WordPiece vocabulary.
         sequence_length: Caption length in tokens.
-        augment: Use the self-supervised view augmentations (False: plain resized images).
+        augment: The two views' augmentation: ``"reid"`` (crop and flip:
+            `reid_ssl_view_augment`, which keeps clothing colour), ``"moco_v2"`` or
+            True (MoCo v2's, with hue, saturation, grayscale and blur), False (plain resized
+            images).
         synthped_preset: SynthPed size when ``data`` is None.
         verbose: Keras ``fit`` verbosity (1: progress bar with ETA).
 
@@ -217,9 +261,29 @@ def pretrain(data: PretrainDataset | str | Path | None, out_dir: str | Path,
         raise ValueError("Give epochs or steps, not both.")
     preset = PRETRAIN_CONFIGS[config]
     image_size = tuple(image_size or preset["image_size"])
-    queue_size = preset["queue_size"] if queue_size is None else int(queue_size)
+    if queue_size is not None and int(queue_size) % batch_size:
+        raise ValueError(f"The queue size ({queue_size}) must be a multiple of the batch size "
+                         f"({batch_size}): the queue is filled one batch at a time.")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+
+    dataset = load_pretrain_data(data, out_dir, synthped_preset=synthped_preset, seed=seed)
+    weights = _resolve_objectives(objectives, loss_weights, dataset)
+    num_batches = len(dataset.records) // batch_size
+    if num_batches == 0:
+        raise ValueError(f"{dataset.name} ({dataset.root}) has {len(dataset.records)} images, "
+                         f"fewer than one batch of {batch_size}; lower --batch-size.")
+    if steps is not None:
+        steps_per_epoch = min(int(steps), num_batches)
+        num_epochs = math.ceil(int(steps) / steps_per_epoch)
+        total_steps = int(steps)
+    else:
+        steps_per_epoch, num_epochs = num_batches, int(epochs or 1)
+        total_steps = num_epochs * num_batches
+    if queue_size is None:
+        queue_size = default_queue_size(len(dataset.records), batch_size, preset["queue_size"])
+    queue_size = int(queue_size)
+    momentum = default_momentum(total_steps) if momentum is None else float(momentum)
     run_config = {
         "data": None if data is None else str(getattr(data, "root", data)), "config": config,
         "objectives": list(objectives), "loss_weights": dict(loss_weights or {}),
@@ -230,17 +294,7 @@ def pretrain(data: PretrainDataset | str | Path | None, out_dir: str | Path,
         "vocabulary_size": vocabulary_size, "sequence_length": sequence_length,
         "augment": augment, "backend": keras.backend.backend(),
     }
-    if queue_size and queue_size % batch_size:
-        raise ValueError(f"The queue size ({queue_size}) must be a multiple of the batch size "
-                         f"({batch_size}): the queue is filled one batch at a time.")
     _write_json(out_dir / "config.json", run_config)
-
-    dataset = load_pretrain_data(data, out_dir, synthped_preset=synthped_preset, seed=seed)
-    weights = _resolve_objectives(objectives, loss_weights, dataset)
-    num_batches = len(dataset.records) // batch_size
-    if num_batches == 0:
-        raise ValueError(f"{dataset.name} ({dataset.root}) has {len(dataset.records)} images, "
-                         f"fewer than one batch of {batch_size}; lower --batch-size.")
     captions = [c for r in dataset.records for c in r.captions]
     tokenizer = (CaptionTokenizer.from_captions(captions, vocabulary_size=vocabulary_size,
                                                 sequence_length=sequence_length)
@@ -254,13 +308,7 @@ def pretrain(data: PretrainDataset | str | Path | None, out_dir: str | Path,
         num_attributes=num_attributes or None)
 
     if steps is not None:
-        steps_per_epoch = min(int(steps), num_batches)
-        num_epochs = math.ceil(int(steps) / steps_per_epoch)
         train_data = train_data.repeat()
-        total_steps = int(steps)
-    else:
-        steps_per_epoch, num_epochs = num_batches, int(epochs or 1)
-        total_steps = num_epochs * num_batches
 
     previous_policy = keras.mixed_precision.dtype_policy()
     if mixed_precision:

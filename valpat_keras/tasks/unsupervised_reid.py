@@ -238,7 +238,7 @@ def fit_cluster_contrast(model: ClusterContrastReID, records: Sequence[ReIDRecor
         records: Training records; pids are ignored for training.
         epochs: Clustering rounds (one training epoch each).
         image_size: ``(height, width)``.
-        p: Pseudo-identities per batch.
+        p: Pseudo-identities per batch (all the clusters when there are fewer).
         k: Images per pseudo-identity.
         seed: Seed of the sampler and augmentation (epoch ``e`` uses ``seed + e``).
         eps: DBSCAN radius.
@@ -264,16 +264,22 @@ def fit_cluster_contrast(model: ClusterContrastReID, records: Sequence[ReIDRecor
         pseudo, stats = pseudo_label_epoch(model, records, image_size, eps, min_samples, k1, k2,
                                            true_ids=true_ids)
         entry = {"epoch": epoch, **stats}
-        if stats["num_clusters"] < p:
-            # Too few clusters for a P x K batch (typical of a random encoder with a small
-            # eps): skip training this round rather than crash; the log shows why.
-            logger.warning("epoch %d: %d clusters < p=%d, no training this epoch",
-                           epoch, stats["num_clusters"], p)
+        if stats["num_clusters"] < 2:
+            # Contrast needs two clusters at least: skip this round; the log shows why.
+            logger.warning("epoch %d: %d cluster(s), no training this epoch",
+                           epoch, stats["num_clusters"])
             entry["skipped"] = True
             history.append(entry)
             continue
-        dataset, steps = reid_train_dataset(pseudo, image_size, p=p, k=k, seed=seed + epoch,
-                                            augment=augment)
+        # A random encoder often yields fewer clusters than P; skipping the round would
+        # leave its features (and so its clusters) unchanged every later round, so it would
+        # never train. Smaller batches of all the clusters let it start.
+        epoch_p = min(p, stats["num_clusters"])
+        if epoch_p < p:
+            logger.warning("epoch %d: %d clusters < p=%d, batches of %d x %d this epoch",
+                           epoch, stats["num_clusters"], p, epoch_p, k)
+        dataset, steps = reid_train_dataset(pseudo, image_size, p=epoch_p, k=k,
+                                            seed=seed + epoch, augment=augment)
         if steps_per_epoch is not None:
             dataset = dataset.repeat()
             steps = steps_per_epoch
