@@ -109,6 +109,36 @@ def test_difficulty_shrinks_the_coarse_vocabulary():
     assert easy_fine == hard_fine == 200
 
 
+def _identity_labels(difficulty, n, seed=0):
+    rng = np.random.default_rng(seed)
+    people = [sample_identity(rng, difficulty, uid=i) for i in range(n)]
+    return np.stack([np.max([attribute_vector(p, v) for v in VIEWS], axis=0) for p in people])
+
+
+@pytest.mark.parametrize("difficulty", [0.5, 1.0])
+def test_every_pa100k_attribute_has_positives_at_any_difficulty(difficulty):
+    # A shrunk vocabulary once left AgeOver60, ShoulderBag, UpperSplice, LowerPattern,
+    # LongCoat and Skirt&Dress without a single positive at the default difficulty.
+    rate = _identity_labels(difficulty, 1000).mean(axis=0)
+    assert rate.min() > 0.01, dict(zip(PA100K_ATTRIBUTES, rate.round(3)))
+
+
+def test_attribute_split_is_stratified_by_identity():
+    from valpat_keras.data.synthped.writers import _stratified_split3
+
+    labels = _identity_labels(0.5, 300, seed=3)
+    splits = _stratified_split3(labels, np.random.default_rng(0))
+    assert [len(s) for s in splits] == [240, 30, 30]
+    assert sorted(np.concatenate(splits).tolist()) == list(range(300))
+    for members in splits:
+        positives = labels[members].sum(axis=0)
+        # Every attribute that varies has positives and negatives in every split.
+        varies = labels.min(axis=0) < labels.max(axis=0)
+        assert (positives[varies] > 0).all() and (positives[varies] < len(members)).all()
+    again = _stratified_split3(labels, np.random.default_rng(0))
+    assert all(np.array_equal(a, b) for a, b in zip(splits, again))
+
+
 def test_identity_sets_are_disjoint(tiny):
     uids = tiny.identity_uids
     all_uids = [u for members in uids.values() for u in members]

@@ -41,6 +41,23 @@ def test_weighted_bce_matches_numpy_and_masks_unknown():
                                rtol=1e-5)
 
 
+def test_prior_logits_minimise_the_weighted_bce_of_a_constant():
+    from valpat_keras.losses import prior_logits, weighted_bce
+
+    ratios = np.array([0.05, 0.3, 0.5, 0.9], "float32")
+    labels = (np.arange(100)[:, None] < np.round(ratios * 100)[None, :]).astype("float32")
+    prior = prior_logits(ratios)
+    assert prior.dtype == np.float32 and abs(prior[2]) < 1e-6
+
+    def loss(shift):
+        logits = np.broadcast_to(prior + shift, labels.shape).astype("float32")
+        return float(to_np(weighted_bce(labels, logits, ratios, reduction="sum")))
+
+    assert loss(0.0) < loss(0.05) and loss(0.0) < loss(-0.05)
+    # An attribute without positives gets a large negative logit, not -inf.
+    assert -7.0 < prior_logits([0.0])[0] < -5.0
+
+
 def test_batch_mean_accuracy():
     from valpat_keras.losses import batch_mean_accuracy
 

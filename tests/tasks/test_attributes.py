@@ -115,3 +115,23 @@ def test_bad_arguments_are_reported(encoder):
     model = AttributeRecognizer(encoder, 5)
     with pytest.raises(ValueError, match="without `loss`"):
         model.compile(loss="binary_crossentropy")
+
+
+@pytest.mark.parametrize("batch_norm", [True, False])
+def test_head_starts_at_the_prior_logit_that_minimises_the_weighted_bce(encoder, batch_norm):
+    from keras import ops
+
+    ratios = np.array([0.02, 0.2, 0.5, 0.8, 0.0], "float32")
+    model = _model(encoder, positive_ratios=ratios, head_batch_norm=batch_norm)
+    head = model.get_layer("attribute_head")
+    bias = head.norm.beta if batch_norm else head.dense.bias
+    prior = ops.convert_to_numpy(bias).astype(np.float64)
+    # A rare attribute starts far below 0.5 (a zero bias would flag half of every batch).
+    assert prior[0] < -2.5 and prior[4] < -5.0 and abs(prior[2]) < 1e-6
+    # Each prior is the constant logit with the smallest loss on labels with those ratios.
+    labels = (np.arange(1000)[:, None] < np.round(ratios * 1000)[None, :]).astype("float32")
+    for j in range(4):
+        def loss(z, j=j):
+            logits = np.full((1000, 1), z)
+            return _bce(labels[:, j:j + 1], logits, ratios[j:j + 1].astype(np.float64))
+        assert loss(prior[j]) < min(loss(prior[j] - 0.05), loss(prior[j] + 0.05))

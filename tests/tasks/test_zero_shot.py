@@ -33,6 +33,26 @@ def test_default_prompts_cover_pa100k_and_can_be_overridden():
         resolve_prompts(["Hat", "umbrella"])
 
 
+def test_default_prompts_speak_the_language_of_captions():
+    from valpat_keras.data.synthped import describe, sample_identity
+    from valpat_keras.data.tokenizer import CaptionTokenizer
+    from valpat_keras.tasks.zero_shot import resolve_prompts, unknown_prompt_words
+
+    # A tokenizer learnt from SynthPed captions, as pretraining learns it.
+    rng = np.random.default_rng(0)
+    captions = [c for uid in range(600) for view in ("front", "side", "back")
+                for c in describe(sample_identity(rng, 0.5, uid), view, rng, 2)]
+    tokenizer = CaptionTokenizer.from_captions(captions, vocabulary_size=2000)
+    prompts = resolve_prompts()
+    assert unknown_prompt_words(tokenizer, prompts) == []
+    # "without a hat" is spelt with the positive's words; captions never say "without".
+    for pos, neg in prompts.values():
+        assert not {w for t in pos + neg for w in t.split()} & {"person", "without", "no"}
+    bad = {"Hat": ("a person wearing a hat", "a person without a hat")}
+    assert unknown_prompt_words(tokenizer, resolve_prompts(["Hat"], bad)) == ["person",
+                                                                              "without"]
+
+
 def test_probability_is_the_softmax_over_the_prompt_pair(backbone_and_tokenizer, tmp_path):
     from keras import ops
 
@@ -44,8 +64,9 @@ def test_probability_is_the_softmax_over_the_prompt_pair(backbone_and_tokenizer,
     images = rng.uniform(size=(3, 64, 32, 3)).astype("float32")
     prompts = {"Hat": ("a person wearing a hat", "a person without a hat"),
                "Backpack": (["a backpack", "a rucksack"], "no backpack")}
-    probs = zero_shot_attributes(backbone, tokenizer, images, prompts=prompts,
-                                 attribute_names=["Hat", "Backpack"])
+    with pytest.warns(UserWarning, match="does not know"):
+        probs = zero_shot_attributes(backbone, tokenizer, images, prompts=prompts,
+                                     attribute_names=["Hat", "Backpack"])
     assert probs.shape == (3, 2) and probs.dtype == np.float32
 
     img = encode_images(backbone, images)
@@ -60,8 +81,9 @@ def test_probability_is_the_softmax_over_the_prompt_pair(backbone_and_tokenizer,
 
     path = tmp_path / "p.png"
     Image.fromarray((images[0] * 255).round().astype("uint8")).save(path)
-    from_path = zero_shot_attributes(backbone, tokenizer, str(path), prompts=prompts,
-                                     attribute_names=["Hat", "Backpack"])
+    with pytest.warns(UserWarning, match="does not know"):
+        from_path = zero_shot_attributes(backbone, tokenizer, str(path), prompts=prompts,
+                                         attribute_names=["Hat", "Backpack"])
     np.testing.assert_allclose(from_path[0], probs[0], atol=0.02)
 
 

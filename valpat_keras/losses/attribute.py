@@ -23,6 +23,26 @@ def positive_ratios(labels: np.ndarray) -> np.ndarray:
     return ratios.astype("float32")
 
 
+def prior_logits(ratios, floor: float = 1e-3) -> np.ndarray:
+    """The constant logit per attribute that minimises `weighted_bce` (NumPy).
+
+    For positive ratio ``r`` the DeepMAR weights are ``exp(1 - r)`` (positives) and
+    ``exp(r)`` (negatives), so the best constant is ``log(r / (1 - r)) + 1 - 2 r``. A head
+    whose bias starts there predicts the weighted base rate from step one instead of
+    probability 0.5 for every attribute (the prior initialisation of Lin et al.'s focal loss).
+
+    Args:
+        ratios: (A,) positive ratios (see `positive_ratios`).
+        floor: Ratios are clipped to ``[floor, 1 - floor]`` (an attribute without positives
+            gets a large negative logit, not -inf).
+
+    Returns:
+        (A,) float32 logits.
+    """
+    r = np.clip(np.asarray(ratios, dtype=np.float64), floor, 1.0 - floor)
+    return (np.log(r / (1.0 - r)) + 1.0 - 2.0 * r).astype("float32")
+
+
 def weighted_bce(labels, logits, positive_ratio, reduction: str = "mean"):
     """Weighted binary cross-entropy on logits, with unknown (-1) labels masked out.
 

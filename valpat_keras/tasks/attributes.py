@@ -19,7 +19,7 @@ import keras_hub
 import numpy as np
 from keras import ops
 
-from valpat_keras.losses.attribute import weighted_bce
+from valpat_keras.losses.attribute import prior_logits, weighted_bce
 from valpat_keras.models.heads import AttributeHead
 
 #: The trained model `train_attributes` writes into its output folder.
@@ -92,7 +92,8 @@ class AttributeRecognizer(keras_hub.models.Task):
         num_attributes: int. Number of attributes the head predicts (all of the dataset's).
         positive_ratios: Sequence[float] | None. Fraction of positives per attribute in the
             training labels (`valpat_keras.losses.attribute.positive_ratios`); ``None`` means
-            0.5 everywhere (unweighted BCE).
+            0.5 everywhere (unweighted BCE). Given ratios also set the head's initial bias
+            to the prior logit (see `_set_prior_bias`).
         attribute_names: Sequence[str] | None. Names of the outputs, for `predict_attributes`.
         eval_indices: Sequence[int] | None. The evaluated attributes (the fit-time ``ma``
             metric uses them); default all.
@@ -155,8 +156,24 @@ class AttributeRecognizer(keras_hub.models.Task):
         self.label_smoothing = float(label_smoothing)
         self.dropout = float(dropout)
         self.head_batch_norm = bool(head_batch_norm)
+        if self.positive_ratios is not None:
+            self._set_prior_bias(self.positive_ratios)
         if compile_now:
             self.compile()
+
+    def _set_prior_bias(self, ratios: Sequence[float]) -> None:
+        """Starts every logit at the constant that minimises the weighted BCE (a prior bias).
+
+        With a zero bias every attribute starts at probability 0.5, and under the logit
+        batch norm (whose output mean is its ``beta``) half of each batch stays predicted
+        positive until ``beta`` has moved by several units: thousands of steps at fine-tuning
+        learning rates, so rare attributes end in floods of false positives. For positive
+        ratio ``r`` and the DeepMAR weights the minimiser is
+        ``log(r / (1 - r)) + 1 - 2 r`` (`prior_logits`). Loaded weights replace this
+        initial value.
+        """
+        bias = self.head.norm.beta if self.head.norm is not None else self.head.dense.bias
+        bias.assign(prior_logits(ratios))
 
     def get_config(self):
         # The backbone is serialised by `Task.get_config`.

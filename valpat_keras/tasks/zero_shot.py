@@ -11,6 +11,8 @@ classification with two classes per attribute). Several prompts per side are ave
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -22,54 +24,76 @@ from valpat_keras.tasks.search import encode_captions, encode_images
 #: A prompt side: one sentence, or several whose embeddings are averaged.
 PromptSide = str | Sequence[str]
 
+# (subject, possessive) pairs: each prompt is written for a man and a woman, so gender cues
+# cancel between the two sides of an attribute.
+_PEOPLE = (("a man", "his"), ("a woman", "her"))
+
+
+def _each(*templates: str) -> list[str]:
+    """Every template for every subject of `_PEOPLE` ("{s}" subject, "{his}" possessive)."""
+    return [t.format(s=s, his=his) for t in templates for s, his in _PEOPLE]
+
+
+_SUBJECT = _each("{s}")
+_FRONT = _each("{s} facing the camera", "{s} walking towards the camera")
+_SIDE = _each("{s} seen from the side", "{s} walking sideways")
+_BACK = _each("{s} seen from behind", "{s} walking away from the camera")
+_SHORT_SLEEVES = _each("{s} wears a short-sleeved top", "{s} wears a T-shirt",
+                       "{s} wears a short-sleeved shirt")
+_LONG_SLEEVES = _each("{s} wears a long-sleeved shirt", "{s} wears a sweater",
+                      "{s} wears a jacket")
+_COAT = _each("{s} wears a long coat", "{s} wears a long overcoat")
+_PLAIN_TOP = _each("{s} wears a top", "{s} wears a shirt")
+_TROUSERS = _each("{s} wears trousers", "{s} wears pants")
+_SHORTS = _each("{s} wears shorts")
+_SKIRT = _each("{s} wears a skirt", "{s} wears a dress")
+
 #: Default (positive, negative) prompts for the 26 PA-100K attributes, in annotation order.
+#: They are written in the words and phrasing of pedestrian captions, as the text encoder
+#: only knows the language of its pretraining captions: no "person", no "without" (captions
+#: describe what is there; an absent item is simply not mentioned, so the negative side of
+#: an accessory is the bare subject, and that of a pattern the same garment, plain).
 PA100K_PROMPTS: dict[str, tuple[PromptSide, PromptSide]] = {
     "Female": (["a woman", "a lady", "a girl"], ["a man", "a guy", "a boy"]),
-    "AgeOver60": (["an old man", "an old woman", "an elderly person"],
-                  ["a young man", "a young woman", "a child"]),
-    "Age18-60": (["a man", "a woman", "an adult"], ["a child", "an old man", "an old woman"]),
-    "AgeLess18": (["a boy", "a girl", "a child"], ["a man", "a woman", "an adult"]),
-    "Front": (["a person facing the camera", "a person walking towards the camera"],
-              ["a person seen from behind", "a person seen from the side"]),
-    "Side": (["a person seen from the side", "a person walking sideways"],
-             ["a person facing the camera", "a person seen from behind"]),
-    "Back": (["a person seen from behind", "a person walking away from the camera"],
-             ["a person facing the camera", "a person seen from the side"]),
-    "Hat": (["a person wearing a hat", "a person wearing a cap"], "a person without a hat"),
-    "Glasses": ("a person wearing glasses", "a person without glasses"),
-    "HandBag": (["a person carrying a handbag", "a person with a purse"],
-                "a person without a bag"),
-    "ShoulderBag": (["a person carrying a shoulder bag", "a person with a messenger bag"],
-                    "a person without a bag"),
-    "Backpack": (["a person carrying a backpack", "a person with a rucksack"],
-                 "a person without a backpack"),
-    "HoldObjectsInFront": ("a person holding something in front",
-                           "a person with empty hands"),
-    "ShortSleeve": (["a person wearing a short-sleeved top", "a person in a T-shirt"],
-                    ["a person wearing a long-sleeved shirt", "a person in a long coat"]),
-    "LongSleeve": (["a person wearing a long-sleeved shirt", "a person in a sweater",
-                    "a person in a jacket"],
-                   ["a person wearing a short-sleeved top", "a person in a T-shirt"]),
-    "UpperStride": ("a person wearing a top with stripes", "a person wearing a plain top"),
-    "UpperLogo": ("a person wearing a top with a logo", "a person wearing a plain top"),
-    "UpperPlaid": (["a person wearing a plaid top", "a person in a checkered shirt"],
-                   "a person wearing a plain top"),
-    "UpperSplice": ("a person wearing a top with a different coloured lower half",
-                    "a person wearing a plain top"),
-    "LowerStripe": (["a person wearing trousers with side stripes", "pants with a stripe"],
-                    "a person wearing plain trousers"),
-    "LowerPattern": (["a person wearing trousers with a dotted pattern", "pants with dots"],
-                     "a person wearing plain trousers"),
-    "LongCoat": (["a person wearing a long coat", "a person in an overcoat"],
-                 ["a person wearing a short-sleeved top", "a person wearing a sweater"]),
-    "Trousers": (["a person wearing trousers", "a person wearing pants"],
-                 ["a person wearing shorts", "a person wearing a skirt"]),
-    "Shorts": ("a person wearing shorts", ["a person wearing trousers",
-                                            "a person wearing a skirt"]),
-    "Skirt&Dress": (["a person wearing a skirt", "a person wearing a dress"],
-                    ["a person wearing trousers", "a person wearing shorts"]),
-    "boots": (["a person wearing boots", "a pair of boots"],
-              ["a person wearing shoes", "a person wearing sneakers"]),
+    "AgeOver60": (["an old man", "an old woman", "an elderly man", "an elderly woman"],
+                  ["a man", "a woman", "a boy", "a girl"]),
+    "Age18-60": (["a man", "a woman", "a guy", "a lady"],
+                 ["a boy", "a girl", "an old man", "an old woman"]),
+    "AgeLess18": (["a boy", "a girl", "a young boy", "a young girl"],
+                  ["a man", "a woman", "an old man", "an old woman"]),
+    "Front": (_FRONT, _SIDE + _BACK),
+    "Side": (_SIDE, _FRONT + _BACK),
+    "Back": (_BACK, _FRONT + _SIDE),
+    "Hat": (_each("{s} wears a hat", "{s} has a cap on {his} head"), _SUBJECT),
+    "Glasses": (_each("{s} wears glasses", "{s} has glasses on"), _SUBJECT),
+    "HandBag": (_each("{s} carries a handbag", "a purse hangs from {his} hand"), _SUBJECT),
+    "ShoulderBag": (_each("{s} has a shoulder bag",
+                          "{s} carries a messenger bag over {his} shoulder"), _SUBJECT),
+    "Backpack": (_each("{s} carries a backpack", "{s} has a rucksack on {his} back"),
+                 _SUBJECT),
+    "HoldObjectsInFront": (_each("{s} is holding a box in front of {his} body",
+                                 "{s} holds something in front of {his} chest"), _SUBJECT),
+    "ShortSleeve": (_SHORT_SLEEVES, _LONG_SLEEVES + _COAT),
+    "LongSleeve": (_LONG_SLEEVES + _COAT, _SHORT_SLEEVES),
+    "UpperStride": (_each("{s} wears a top with stripes",
+                          "{s} wears a shirt with horizontal stripes"), _PLAIN_TOP),
+    "UpperLogo": (_each("{s} wears a top with a logo",
+                        "{s} wears a shirt with a small logo on the chest"), _PLAIN_TOP),
+    "UpperPlaid": (_each("{s} wears a top with a plaid pattern",
+                         "{s} wears a shirt in a checkered pattern"), _PLAIN_TOP),
+    "UpperSplice": (_each("{s} wears a top with a black lower half",
+                          "{s} wears a top with a white lower half",
+                          "{s} wears a shirt with a grey lower half"), _PLAIN_TOP),
+    "LowerStripe": (_each("{s} wears trousers with a stripe down the side",
+                          "{s} wears pants with side stripes"), _TROUSERS),
+    "LowerPattern": (_each("{s} wears trousers with dots",
+                           "{s} wears pants with a dotted pattern"), _TROUSERS),
+    "LongCoat": (_COAT, _SHORT_SLEEVES + _LONG_SLEEVES),
+    "Trousers": (_TROUSERS, _SHORTS + _SKIRT),
+    "Shorts": (_SHORTS, _TROUSERS + _SKIRT),
+    "Skirt&Dress": (_SKIRT, _TROUSERS + _SHORTS),
+    "boots": (_each("{s} wears boots", "{s} has a pair of boots on"),
+              _each("{s} wears shoes", "{s} wears sneakers")),
 }
 
 
@@ -106,6 +130,28 @@ def resolve_prompts(attribute_names: Sequence[str] | None = None,
             raise ValueError(f"prompts[{name!r}] must be a (positive, negative) pair, got {pair!r}")
         resolved[name] = (_as_list(pair[0]), _as_list(pair[1]))
     return resolved
+
+
+def unknown_prompt_words(tokenizer, prompts: Mapping[str, tuple[list[str], list[str]]]
+                         ) -> list[str]:
+    """Prompt words that are not whole words of the tokenizer's vocabulary.
+
+    The vocabulary is learnt from the pretraining captions, so such a word was rare or absent
+    there: it is spelt out in word pieces the text encoder has hardly seen, and the prompt's
+    embedding says little about the attribute (e.g. "person" or "without" when captions
+    never use them).
+
+    Args:
+        tokenizer: The `CaptionTokenizer` of the backbone.
+        prompts: Output of `resolve_prompts`.
+
+    Returns:
+        The sorted unknown words (lower case).
+    """
+    known = set(tokenizer.vocabulary)
+    words = {w for pos, neg in prompts.values() for text in pos + neg
+             for w in re.findall(r"[^\W_]+", text.lower())}
+    return sorted(w for w in words if w not in known)
 
 
 def prompt_embeddings(backbone, tokenizer, prompts: Mapping[str, tuple[list[str], list[str]]]
@@ -166,6 +212,12 @@ def zero_shot_attributes(backbone, tokenizer, images_or_paths,
     ```
     """
     resolved = resolve_prompts(attribute_names, prompts)
+    unknown = unknown_prompt_words(tokenizer, resolved)
+    if unknown:
+        warnings.warn(f"zero-shot prompts use words the tokenizer does not know as whole "
+                      f"words (rare or absent in the pretraining captions): {unknown}; those "
+                      f"prompts will score poorly. Write prompts in the captions' words "
+                      f"(prompts={{name: (positive, negative)}}).", stacklevel=2)
     text = prompt_embeddings(backbone, tokenizer, resolved)
     if isinstance(images_or_paths, (str, os.PathLike)):
         images_or_paths = [images_or_paths]

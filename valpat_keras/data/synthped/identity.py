@@ -40,6 +40,10 @@ LOGO_SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
 
 _INDEX = {name: i for i, name in enumerate(PA100K_ATTRIBUTES)}
 
+#: Probability that a clothing / age / bag choice ignores the difficulty's shorter list, so
+#: that every category (hence every PA-100K attribute) keeps positives at any difficulty.
+RARE_CATEGORY_PROB = 0.2
+
 
 @dataclasses.dataclass(frozen=True)
 class Identity:
@@ -134,6 +138,14 @@ def _choice(rng: np.random.Generator, options: tuple[str, ...] | list[str], k: i
     return options[int(rng.integers(k))]
 
 
+def _category(rng: np.random.Generator, options: tuple[str, ...], k: int) -> str:
+    # Difficulty makes the first k options common, but every option stays possible: each is
+    # a PA-100K attribute, and one never drawn has no positive to learn or evaluate.
+    if rng.random() < RARE_CATEGORY_PROB:
+        return _choice(rng, options, len(options))
+    return _choice(rng, options, k)
+
+
 def _jitter(rgb: RGB, rng: np.random.Generator, scale: float) -> RGB:
     # Fine per-identity hue: the colour keeps its name but the exact RGB is the identity's own.
     values = np.clip(np.asarray(rgb) + rng.normal(0.0, scale, 3), 0, 255)
@@ -145,9 +157,11 @@ def sample_identity(rng: np.random.Generator, difficulty: float = 0.5, uid: int 
 
     At ``difficulty`` 0 colours and clothing types come from the full vocabulary and
     accessories are frequent, so most identities differ in coarse attributes. Towards 1 the
-    colour palette shrinks to 3 names and each categorical choice to 2 options, so many
+    colour palette shrinks to 3 names and each categorical choice to 2 common options, so many
     identities share most attributes and differ only in fine detail (exact RGB, stripe period,
-    logo position and shape, shoe colour, body proportions, gait).
+    logo position and shape, shoe colour, body proportions, gait). The other options of a
+    categorical choice stay possible (probability `RARE_CATEGORY_PROB`), so every PA-100K
+    attribute has positives at every difficulty.
 
     Args:
         rng: NumPy random generator (consumed deterministically).
@@ -168,7 +182,7 @@ def sample_identity(rng: np.random.Generator, difficulty: float = 0.5, uid: int 
         return name, _jitter(COLORS[name], rng, 10.0 + 8.0 * d)
 
     female = bool(rng.random() < 0.5)
-    age = _choice(rng, AGE_GROUPS, _vocab_size(3, d, 2)) if rng.random() < 0.35 else "18-60"
+    age = _category(rng, AGE_GROUPS, _vocab_size(3, d, 2)) if rng.random() < 0.35 else "18-60"
     if age == "less18":
         height, head = rng.uniform(0.74, 0.84), rng.uniform(0.078, 0.09)
     elif age == "over60":
@@ -182,20 +196,20 @@ def sample_identity(rng: np.random.Generator, difficulty: float = 0.5, uid: int 
     hair_color = hair_names[int(rng.integers(_vocab_size(len(hair_names), d, 1)))]
     hair_rgb = _jitter(HAIR_COLORS[hair_color], rng, 8.0)
 
-    upper_type = _choice(rng, UPPER_TYPES, _vocab_size(3, d, 2))
+    upper_type = _category(rng, UPPER_TYPES, _vocab_size(3, d, 2))
     upper_color, upper_rgb = color()
-    upper_pattern = _choice(rng, UPPER_PATTERNS, _vocab_size(5, d, 2))
+    upper_pattern = _category(rng, UPPER_PATTERNS, _vocab_size(5, d, 2))
     pattern_color, pattern_rgb = color()
     if pattern_color == upper_color:
         # A pattern in the garment's own colour would be invisible; take the next name.
         pattern_color = colors[(colors.index(upper_color) + 1) % n_color]
         pattern_rgb = _jitter(COLORS[pattern_color], rng, 10.0)
     lower_types = LOWER_TYPES if female else LOWER_TYPES[:2]
-    lower_type = _choice(rng, lower_types, _vocab_size(len(lower_types), d, 1))
+    lower_type = _category(rng, lower_types, _vocab_size(len(lower_types), d, 1))
     lower_color, lower_rgb = color()
     lower_pattern = "plain"
     if rng.random() < 0.4:
-        lower_pattern = _choice(rng, LOWER_PATTERNS, _vocab_size(3, d, 2))
+        lower_pattern = _category(rng, LOWER_PATTERNS, _vocab_size(3, d, 2))
     lower_pattern_color, lower_pattern_rgb = color()
     if lower_pattern_color == lower_color:
         lower_pattern_color = colors[(colors.index(lower_color) + 1) % n_color]
@@ -206,7 +220,7 @@ def sample_identity(rng: np.random.Generator, difficulty: float = 0.5, uid: int 
     hat = bool(rng.random() < accessory_p)
     hat_color, hat_rgb = color()
     glasses = bool(rng.random() < accessory_p)
-    bag = _choice(rng, BAGS, _vocab_size(4, d, 2)) if rng.random() < 0.7 else "none"
+    bag = _category(rng, BAGS, _vocab_size(4, d, 2)) if rng.random() < 0.7 else "none"
     bag_color, bag_rgb = color()
     holding = bool(rng.random() < accessory_p)
     held_color, held_rgb = color()

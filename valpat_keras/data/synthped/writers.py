@@ -31,7 +31,7 @@ from PIL import Image
 
 from valpat_keras.data.attribute_names import PA100K_ATTRIBUTES
 from valpat_keras.data.synthped.generate import SynthPedImage, default_cameras, render_sample
-from valpat_keras.data.synthped.identity import Identity, sample_identity
+from valpat_keras.data.synthped.identity import VIEWS, Identity, attribute_vector, sample_identity
 from valpat_keras.data.synthped.render import sample_camera
 
 #: The identity sets of a SynthPed world, in sampling order.
@@ -49,7 +49,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
     "small": {"height": 128, "width": 64, "pretrain_identities": 300,
               "pretrain_images_per_identity": 5, "reid_train_identities": 60,
               "reid_test_identities": 60, "reid_images_per_identity": 8,
-              "attribute_identities": 200, "attribute_images_per_identity": 4,
+              "attribute_identities": 300, "attribute_images_per_identity": 3,
               "text_identities": 150, "text_images_per_identity": 4},
     "default": {"height": 256, "width": 128, "pretrain_identities": 2000,
                 "pretrain_images_per_identity": 5, "reid_train_identities": 300,
@@ -74,7 +74,8 @@ class SynthPedConfig:
         reid_train_identities: Identities of Market-style ``bounding_box_train``.
         reid_test_identities: Identities of Market-style query + gallery.
         reid_images_per_identity: Images per reID identity (>= 2, spread over >= 2 cameras).
-        attribute_identities: Identities of the PA-100K-style set (split 80/10/10 by identity).
+        attribute_identities: Identities of the PA-100K-style set (split 80/10/10 by
+            identity, stratified so that val and test hold positives of every attribute).
         attribute_images_per_identity: Images per attribute identity.
         text_identities: Identities of the CUHK-PEDES-style set (split 80/10/10 by identity).
         text_images_per_identity: Images per text identity.
@@ -217,6 +218,57 @@ def _split3(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, n
             np.sort(order[n_train + n_val:]))
 
 
+def _stratified_split3(labels: np.ndarray, rng: np.random.Generator
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """80/10/10 by identity (the sizes of `_split3`), stratified over multi-label attributes.
+
+    Iterative stratification (Sechidis et al. 2011) on the positive and negative indicator of
+    every attribute: the rarest remaining indicator is placed first, each of its identities
+    going to the split that still needs it most. A split that has no identity with a value
+    yet gets the next one, so with at least three identities per value, val and test both
+    hold positives and negatives of every attribute (the protocol's mA needs both).
+
+    Args:
+        labels: (n, A) identity-level 0/1 attributes.
+        rng: Breaks ties (deterministic for the seed).
+
+    Returns:
+        Sorted train, val and test identity indices.
+    """
+    n = len(labels)
+    n_val = n_test = max(1, round(0.1 * n))
+    capacity = np.array([n - n_val - n_test, n_val, n_test], np.float64)
+    indicators = np.concatenate([labels, 1 - labels], axis=1).astype(np.float64)
+    # Drop indicators that do not vary (e.g. a view every identity can show).
+    indicators = indicators[:, indicators.sum(0) < n]
+    need = capacity[:, None] / n * indicators.sum(0)[None, :]
+    have = np.zeros_like(need)
+    split_of = np.full(n, -1)
+    tie = rng.random((n, 3))
+    while (split_of < 0).any():
+        free = split_of < 0
+        left = indicators[free].sum(0)
+        if left.max() == 0:
+            column, members = None, np.flatnonzero(free)
+        else:
+            column = int(np.argmin(np.where(left > 0, left, np.inf)))
+            members = np.flatnonzero(free & (indicators[:, column] > 0))
+        for i in rng.permutation(members):
+            open_ = capacity > 0
+            if column is None:
+                score = [(open_[s], capacity[s], tie[i, s]) for s in range(3)]
+            else:
+                missing = (have[:, column] == 0) & (np.arange(3) > 0) & (left[column] >= 3)
+                score = [(open_[s], missing[s], need[s, column], capacity[s], tie[i, s])
+                         for s in range(3)]
+            split = max(range(3), key=lambda s: score[s])
+            split_of[i] = split
+            capacity[split] -= 1
+            need[split] -= indicators[i]
+            have[split] += indicators[i]
+    return tuple(np.flatnonzero(split_of == s) for s in range(3))
+
+
 def _tokens(caption: str) -> list[str]:
     return re.findall(r"[a-z0-9]+", caption.lower())
 
@@ -331,7 +383,10 @@ def _write_pa100k(root: Path, identities: list[Identity], config: SynthPedConfig
     cameras = default_cameras(config.seed + 1, 6)
     mat: dict[str, np.ndarray] = {"attributes": _cell(list(PA100K_ATTRIBUTES))}
     counts, number = {}, 0
-    for split, members in zip(("train", "val", "test"), _split3(len(identities), rng)):
+    # Identity-level labels: what any view of the person can show.
+    labels = np.stack([np.max([attribute_vector(p, view) for view in VIEWS], axis=0)
+                       for p in identities])
+    for split, members in zip(("train", "val", "test"), _stratified_split3(labels, rng)):
         names, labels = [], []
         for i in members:
             person = identities[int(i)]
