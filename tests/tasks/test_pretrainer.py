@@ -175,3 +175,20 @@ def test_nan_callback_stops_with_message():
                                     "ssl_loss": 1.0})
     assert model.stop_training and "epoch 3, batch 6" in callback.message
     assert "itc_loss" in callback.message and "ssl_loss" not in callback.message
+
+
+def test_attribute_head_starts_at_the_prior_logits():
+    from keras.ops import convert_to_numpy
+
+    from valpat_keras.losses.attribute import prior_logits
+    from valpat_keras.tasks.pretrainer import ValPatPretrainer
+
+    ratios = [0.02, 0.5, 0.9, 0.3]
+    model = ValPatPretrainer(tiny_backbone(), num_attributes=4, positive_ratios=ratios,
+                             loss_weights={"attr": 1.0})
+    bias = convert_to_numpy(model.attribute_head.dense.bias)
+    np.testing.assert_allclose(bias, prior_logits(ratios), rtol=1e-6)
+    assert bias[0] < -2 and bias[2] > 1  # rare attributes start predicted negative
+    # Without known ratios (0.5 everywhere) the bias stays at zero.
+    plain = ValPatPretrainer(tiny_backbone(), num_attributes=4, loss_weights={"attr": 1.0})
+    np.testing.assert_array_equal(convert_to_numpy(plain.attribute_head.dense.bias), 0.0)

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from valpat_keras.losses.attribute import batch_mean_accuracy, weighted_bce
+from valpat_keras.losses.attribute import batch_mean_accuracy, prior_logits, weighted_bce
 from valpat_keras.losses.contrastive import info_nce, symmetric_info_nce
 from valpat_keras.models.backbone import ValPatBackbone
 from valpat_keras.models.heads import AttributeHead, PredictionHead, ProjectionHead
@@ -134,6 +134,11 @@ class ValPatPretrainer(keras.Model):
         if "attr" in weights:
             self.attribute_head = AttributeHead(self.num_attributes, name="attribute_head")
             self.attribute_head.build((None, feature_dim))
+            if positive_ratios is not None:
+                # Start each logit at the weighted-BCE optimum of a constant (the prior):
+                # from a zero bias, rare attributes are predicted positive for half of every
+                # batch for thousands of steps. Loaded weights replace it.
+                self.attribute_head.dense.bias.assign(prior_logits(self.positive_ratios))
         if "itc" not in weights:
             # Without image-text contrast the text tower and both projections get no gradient:
             # freeze them per variable (a frozen layer would also switch BatchNorm to inference)
