@@ -9,8 +9,9 @@ The PyTorch reference is a hand-written training loop of the same model (same la
 losses, EMA and queue) with ``torch.optim.AdamW``.
 
 Prints steps/s, images/s and peak resident memory per backend. Each row is the median of
-``--repeats`` fresh processes: on a small shared CPU the same configuration varies by ~5%
-from one process to the next (thread placement), more than some of the differences measured.
+``--repeats`` fresh processes, run round robin: on a small shared CPU the same configuration
+varies by 5-10% from one process and minute to the next, more than some of the differences
+measured.
 
 ```
 python benchmarks/pretrain_speed.py                  # all backends, 3 x 20 timed steps
@@ -245,22 +246,25 @@ def main() -> None:
           f"{args.warmup} warm-up + {args.steps} timed steps, median of {args.repeats} "
           "processes per row (steps/s of each in brackets)")
     print(f"{'run':<46} {'steps/s':>8} {'images/s':>9} {'first steps s':>14} {'peak RSS MB':>12}")
-    for kind, backend in runs:
-        env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
-        results = []
-        for _ in range(max(1, args.repeats)):
-            done = subprocess.run([sys.executable, __file__, "--worker", kind, *common], env=env,
-                                  capture_output=True, text=True, check=False)
+    # Round robin (every row once, then again): drift of a shared machine over minutes then
+    # touches every row alike instead of whichever ran last.
+    results: dict[tuple[str, str], list[dict]] = {run: [] for run in runs}
+    for _ in range(max(1, args.repeats)):
+        for kind, backend in runs:
+            env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+            done = subprocess.run([sys.executable, __file__, "--worker", kind, *common],
+                                  env=env, capture_output=True, text=True, check=False)
             lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
             if done.returncode or not lines:
                 print(f"{kind} {backend}: failed\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-                break
-            results.append(json.loads(lines[-1][len("RESULT "):]))
-        if not results:
+                continue
+            results[(kind, backend)].append(json.loads(lines[-1][len("RESULT "):]))
+    for run in runs:
+        row = sorted(results[run], key=lambda r: r["steps_per_s"])
+        if not row:
             continue
-        results.sort(key=lambda r: r["steps_per_s"])
-        r = results[len(results) // 2]
-        each = ", ".join(f"{x['steps_per_s']:.2f}" for x in results)
+        r = row[len(row) // 2]
+        each = ", ".join(f"{x['steps_per_s']:.2f}" for x in row)
         print(f"{r['name']:<46} {r['steps_per_s']:>8.2f} {r['images_per_s']:>9.1f} "
               f"{r['first_steps_s']:>14.1f} {r['peak_rss_mb']:>12.0f}  [{each}]")
 
