@@ -46,10 +46,10 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_keras(steps: int, warmup: int, batch_size: int, jit_compile: str) -> dict:
-    """Times `fit` of the tiny ValPatPretrainer on the current KERAS_BACKEND."""
+def build_benchmark_pretrainer():
+    """The benchmarked `ValPatPretrainer` (tiny ResNet, 2-layer text encoder, 4096-key queue),
+    seeded, not compiled; also used by benchmarks/profile_pretrain_step.py."""
     import keras
-    import tensorflow as tf
 
     from valpat_keras.models import ValPatBackbone, build_image_encoder, build_text_encoder
     from valpat_keras.tasks.pretrainer import ValPatPretrainer
@@ -58,8 +58,16 @@ def run_keras(steps: int, warmup: int, batch_size: int, jit_compile: str) -> dic
     backbone = ValPatBackbone(build_image_encoder("tiny", image_size=IMAGE_SIZE),
                               build_text_encoder("tiny", vocabulary_size=VOCAB,
                                                  sequence_length=SEQ_LEN), embedding_dim=128)
-    model = ValPatPretrainer(backbone, num_attributes=NUM_ATTRIBUTES, queue_size=QUEUE,
-                             ssl_dim=128, ssl_hidden_dim=512)
+    return ValPatPretrainer(backbone, num_attributes=NUM_ATTRIBUTES, queue_size=QUEUE,
+                            ssl_dim=128, ssl_hidden_dim=512)
+
+
+def run_keras(steps: int, warmup: int, batch_size: int, jit_compile: str) -> dict:
+    """Times `fit` of the tiny ValPatPretrainer on the current KERAS_BACKEND."""
+    import keras
+    import tensorflow as tf
+
+    model = build_benchmark_pretrainer()
     model.compile(jit_compile=jit_compile if jit_compile == "auto" else jit_compile == "true")
     rng = np.random.default_rng(0)
     batches = [_batch(rng, batch_size) for _ in range(4)]

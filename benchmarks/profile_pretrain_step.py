@@ -74,21 +74,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--top", type=int, default=25, help="rows to print (25)")
     args = parser.parse_args(argv)
 
-    import keras
     import tensorflow as tf
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from pretrain_speed import IMAGE_SIZE, NUM_ATTRIBUTES, QUEUE, SEQ_LEN, VOCAB, _batch
+    from pretrain_speed import _batch, build_benchmark_pretrainer
 
-    from valpat_keras.models import ValPatBackbone, build_image_encoder, build_text_encoder
-    from valpat_keras.tasks.pretrainer import ValPatPretrainer
-
-    keras.utils.set_random_seed(0)
-    backbone = ValPatBackbone(build_image_encoder("tiny", image_size=IMAGE_SIZE),
-                              build_text_encoder("tiny", vocabulary_size=VOCAB,
-                                                 sequence_length=SEQ_LEN), embedding_dim=128)
-    model = ValPatPretrainer(backbone, num_attributes=NUM_ATTRIBUTES, queue_size=QUEUE,
-                             ssl_dim=128, ssl_hidden_dim=512)
+    model = build_benchmark_pretrainer()
     model.compile(jit_compile=False)
     data = tf.data.Dataset.from_tensors(_batch(np.random.default_rng(0), 32)).repeat()
     model.fit(data, epochs=1, steps_per_epoch=3, verbose=0)  # trace and warm up first
