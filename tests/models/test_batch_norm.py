@@ -91,3 +91,29 @@ def test_weights_saved_with_keras_batch_norm_load_into_the_encoder(tmp_path):
     new = build_image_encoder("tiny", image_size=(32, 16))
     new.load_weights(tmp_path / "old.weights.h5")
     np.testing.assert_allclose(to_np(new(x)), to_np(old(x)), atol=1e-5)
+
+
+def test_freeze_batch_norm_keeps_statistics_and_affine_weights_through_training():
+    from valpat_keras.models.batch_norm import freeze_batch_norm
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Conv2D(5, 3, name="conv"),
+                              keras.layers.BatchNormalization(name="bn"),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)],
+                             name="net")
+    bn = model.get_layer("bn")
+    bn.moving_mean.assign(np.full(5, 0.3, "float32"))
+    before = {w.path: to_np(w) for w in model.weights}
+    assert freeze_batch_norm(model) == 1
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
+    rng = np.random.default_rng(0)
+    model.train_on_batch(rng.normal(size=(8, 4, 4, 3)).astype("float32") + 2.0,
+                         rng.normal(size=(8, 2)).astype("float32"))
+    for w in model.weights:
+        if "/bn/" in w.path:  # gamma, beta, moving mean and variance
+            np.testing.assert_array_equal(to_np(w), before[w.path], err_msg=w.path)
+        else:
+            assert not np.allclose(to_np(w), before[w.path]), w.path
+    # Frozen means inference mode: the loaded statistics normalise the training batch.
+    x = rng.normal(size=(2, 4, 4, 5)).astype("float32")
+    np.testing.assert_allclose(to_np(bn(x, training=True)), to_np(bn(x, training=False)))

@@ -124,3 +124,27 @@ def use_closed_form_batch_norm(model: keras.Model) -> int:
             layer.__class__ = BatchNormalization
             switched += 1
     return switched
+
+
+def freeze_batch_norm(model: keras.Model) -> int:
+    """Freezes every batch normalisation layer of ``model``: statistics and affine weights.
+
+    A frozen Keras BatchNormalization runs in inference mode, so it normalises with the
+    moving statistics it was loaded with rather than those of each training batch. For a
+    pretrained backbone fine-tuned with small batches on a small labelled set this keeps the
+    statistics pretraining estimated over many more images (detectors freeze backbone BN
+    for the same reason). A randomly initialised backbone has no statistics worth keeping:
+    do not freeze it.
+
+    Args:
+        model: A built Keras model (e.g. an `ImageEncoder`). Call before ``compile``.
+
+    Returns:
+        The number of layers frozen.
+    """
+    frozen = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+            frozen += 1
+    return frozen
