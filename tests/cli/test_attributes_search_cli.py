@@ -43,6 +43,7 @@ def test_attributes_random_init_writes_metrics_history_and_figure(workspace, cap
     for key in ("ma", "instance_acc", "instance_prec", "instance_recall", "instance_f1"):
         assert 0.0 <= metrics[key] <= 1.0
     assert len(metrics["label_ma"]) == 26 and metrics["init"] == "random"
+    assert metrics["freeze_batch_norm"] is False  # random statistics are not worth keeping
     history = json.loads((out / "history.json").read_text())
     assert len(history["loss"]) == 1 and "ma" in history
     assert (out / "attribute_bars.png").stat().st_size > 0
@@ -59,6 +60,20 @@ def test_attributes_from_a_run_reports_zero_shot_next_to_fine_tuned(workspace, c
     assert 0.0 <= metrics["zero_shot"]["ma"] <= 1.0 and 0.0 <= metrics["ma"] <= 1.0
     assert (out / "attribute_bars_zero_shot.png").is_file()
     assert "zero-shot mA" in capsys.readouterr().out
+    # From a pretrained run the encoder's batch-norm statistics stay those of the run.
+    import keras
+
+    from valpat_keras.models import ImageEncoder
+
+    assert metrics["freeze_batch_norm"] is True
+    initial = ImageEncoder.from_preset(str(workspace / "pretrain_run" / "image_encoder"))
+    trained = keras.saving.load_model(out / "attribute_recognizer.keras").backbone
+    norms = [w for w in initial.weights if "moving" in w.path]
+    assert norms
+    for weight in norms:
+        match = [w for w in trained.weights if w.path == weight.path]
+        assert len(match) == 1
+        assert (keras.ops.convert_to_numpy(match[0]) == keras.ops.convert_to_numpy(weight)).all()
 
 
 def test_search_random_and_pretrained_init(workspace):

@@ -29,6 +29,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="partition index for PETA / RAP (default 0)")
     parser.add_argument("--label-smoothing", type=float, default=0.0,
                         help="smoothing of the 0/1 targets (default 0)")
+    parser.add_argument("--head-lr-multiplier", type=float, default=None,
+                        help="learning rate of the new head relative to the encoder's "
+                             "(default: the task's, see train_attributes)")
+    parser.add_argument("--freeze-bn", action=argparse.BooleanOptionalAction, default=None,
+                        help="keep the encoder's batch-norm statistics fixed (default: frozen "
+                             "from a pretrained init, trained from random)")
     parser.add_argument("--zero-shot", action="store_true",
                         help="also report zero-shot mA of the pretrained image-text backbone "
                              "(needs --init RUN_DIR)")
@@ -50,10 +56,13 @@ def run(args: argparse.Namespace) -> int:
         from valpat_keras.tasks.attributes import train_attributes
 
         options = {"learning_rate": args.lr} if args.lr else {}
+        if args.head_lr_multiplier is not None:
+            options["head_lr_multiplier"] = args.head_lr_multiplier
         metrics = train_attributes(
             dataset, args.out, init=init, config=args.config, epochs=args.epochs,
             batch_size=args.batch_size, image_size=args.image_size or (256, 128),
             label_smoothing=args.label_smoothing, seed=args.seed, zero_shot=args.zero_shot,
+            freeze_batch_norm=args.freeze_bn,
             steps_per_epoch=args.steps_per_epoch, **options)
     except (DatasetFormatError, FileNotFoundError, KeyError, ValueError) as err:
         print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)

@@ -303,6 +303,7 @@ def train_attributes(dataset, out_dir: str | Path, init: str = "random", config:
                      image_size: tuple[int, int] = (256, 128), learning_rate: float = 3e-4,
                      weight_decay: float = 5e-4, label_smoothing: float = 0.0,
                      pooling: str = "gem", augment: bool = True, seed: int = 0,
+                     head_lr_multiplier: float = 10.0, freeze_batch_norm: bool | None = None,
                      zero_shot: bool = False, zero_shot_prompts=None,
                      steps_per_epoch: int | None = None, verbose: int | str = "auto") -> dict:
     """Fine-tunes an `AttributeRecognizer` on an `AttributeDataset` and evaluates it.
@@ -327,8 +328,15 @@ def train_attributes(dataset, out_dir: str | Path, init: str = "random", config:
         epochs: Training epochs.
         batch_size: Images per batch.
         image_size: ``(H, W)`` of the inputs.
-        learning_rate: Peak learning rate (cosine decay over the run).
+        learning_rate: Peak learning rate of the encoder (cosine decay over the run).
         weight_decay: AdamW weight decay.
+        head_lr_multiplier: Learning rate of the new head relative to the encoder's.
+            Defaults to 10, as the Rethinking_of_PAR baseline (0.1 head, 0.01 backbone): a
+            pretrained encoder needs small steps, a head learning from zero large ones
+            (`valpat_keras.optimizers.GroupedAdamW`).
+        freeze_batch_norm: Keep the encoder's batch-norm statistics and affine weights
+            fixed (`valpat_keras.models.batch_norm.freeze_batch_norm`). ``None`` (default)
+            freezes them when ``init`` is pretrained and trains them from random init.
         label_smoothing: Smoothing of the 0/1 targets.
         pooling: ``"gem"`` or ``"avg"`` feature pooling.
         augment: Apply the attribute training augmentation.
@@ -356,7 +364,9 @@ def train_attributes(dataset, out_dir: str | Path, init: str = "random", config:
     from valpat_keras.data.pipelines import labeled_image_dataset
     from valpat_keras.evaluation import evaluate_attributes, plot_attribute_bars
     from valpat_keras.losses.attribute import positive_ratios
+    from valpat_keras.models.batch_norm import freeze_batch_norm as freeze_norms
     from valpat_keras.models.init import load_image_encoder
+    from valpat_keras.optimizers import GroupedAdamW
     from valpat_keras.run_outputs import write_json
 
     if not dataset.train or not dataset.test:
@@ -382,6 +392,10 @@ def train_attributes(dataset, out_dir: str | Path, init: str = "random", config:
 
     train_labels = _labels_of(dataset.train)
     encoder = load_image_encoder(init, config=config, image_size=image_size, pooling=pooling)
+    if freeze_batch_norm is None:
+        freeze_batch_norm = str(init) != "random"
+    if freeze_batch_norm:
+        freeze_norms(encoder)
     model = AttributeRecognizer(
         encoder, num_attributes=train_labels.shape[1],
         positive_ratios=positive_ratios(train_labels),
@@ -395,7 +409,9 @@ def train_attributes(dataset, out_dir: str | Path, init: str = "random", config:
         train_ds = train_ds.repeat()
     schedule = keras.optimizers.schedules.CosineDecay(
         learning_rate, decay_steps=max(1, epochs * steps), alpha=0.01)
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=weight_decay))
+    optimizer = GroupedAdamW(schedule, weight_decay=weight_decay)
+    optimizer.set_multiplier(model.head.trainable_variables, head_lr_multiplier)
+    model.compile(optimizer=optimizer)
     val_ds = None
     if dataset.val:
         val_ds = labeled_image_dataset([r.path for r in dataset.val], _labels_of(dataset.val),
@@ -419,7 +435,9 @@ def train_attributes(dataset, out_dir: str | Path, init: str = "random", config:
                             path=str(out / "attribute_bars_zero_shot.png"),
                             title=f"{dataset.name}: zero-shot mA per attribute")
     metrics.update({"dataset": dataset.name, "init": str(init), "config": config,
-                    "epochs": int(epochs), "num_train": len(dataset.train),
+                    "epochs": int(epochs), "learning_rate": float(learning_rate),
+                    "head_lr_multiplier": float(head_lr_multiplier),
+                    "freeze_batch_norm": bool(freeze_batch_norm), "num_train": len(dataset.train),
                     "num_test": len(dataset.test), "seconds": round(time.time() - started, 1)})
 
     write_json(out / "metrics.json", metrics)
