@@ -112,3 +112,22 @@ def test_bad_input_is_one_line_not_a_traceback(workspace, capsys):
                  str(workspace / "bad"), "--init", str(workspace / "pretrain_run"),
                  "--image-size", "128x64"]) == 1
     assert "takes images of (64, 32)" in capsys.readouterr().err
+
+
+def test_attributes_on_user_data_reports_an_unreadable_image_and_trains_without_it(
+        workspace, tmp_path):
+    import shutil
+
+    from valpat_keras.data import registry
+
+    root = tmp_path / "PA-100K"
+    shutil.copytree(workspace / "synthped" / "PA-100K", root)
+    train = registry.load("pa100k", root).train
+    broken = train[0].path
+    with open(broken, "wb") as f:
+        f.write(b"not a jpeg")
+    out = tmp_path / "par"
+    with pytest.warns(UserWarning, match=rf"skipped 1 unreadable.*{broken.split('/')[-1]}"):
+        assert main(["attributes", "--data", f"pa100k:{root}", "--out", str(out),
+                     "--random-init", "--steps-per-epoch", "1", *TRAIN]) == 0
+    assert _metrics(out)["num_train"] == len(train) - 1

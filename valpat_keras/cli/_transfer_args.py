@@ -65,6 +65,7 @@ def load_dataset(args: argparse.Namespace, synthped_layout: str, **options):
         synthped_layout: The loader that reads the generated set (``"pa100k"`` or
             ``"cuhk_pedes"``).
         **options: Loader options (e.g. ``split``), passed when the loader accepts them.
+            A user's data (not generated SynthPed) is loaded with ``verify_images=True``.
     """
     from valpat_keras.cli.common import parse_data_spec
     from valpat_keras.data.registry import get_entry
@@ -81,6 +82,10 @@ def load_dataset(args: argparse.Namespace, synthped_layout: str, **options):
         name = synthped_layout
     elif root is None:
         raise ValueError(f"--data {args.data!r}: expected NAME:ROOT, e.g. {name}:/data")
+    else:
+        # A user's files: read every header now, so an unreadable image is counted and
+        # reported before training rather than failing inside the input pipeline later.
+        options.setdefault("verify_images", True)
     entry = get_entry(name)
     accepted = inspect.signature(entry.loader).parameters
     kwargs = {k: v for k, v in options.items() if v is not None and k in accepted}

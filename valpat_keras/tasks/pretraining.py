@@ -47,7 +47,8 @@ def load_pretrain_data(data: PretrainDataset | str | Path | None, out_dir: Path,
         data: A dataset; a manifest file or a folder with ``manifest.jsonl``
             (``luperson_ta`` loader); a SynthPed output folder (its ``pretrain/``); a folder
             of images (``image_folder``: no captions, no attributes); or ``None``: generate
-            SynthPed (``synthped_preset``) into ``out_dir/synthped``.
+            SynthPed (``synthped_preset``) into ``out_dir/synthped``. Files read from a
+            path have every image header checked: unreadable images are dropped and reported.
         out_dir: The run directory.
         synthped_preset: SynthPed size generated when ``data`` is None.
         seed: SynthPed seed.
@@ -69,9 +70,11 @@ def load_pretrain_data(data: PretrainDataset | str | Path | None, out_dir: Path,
     path = Path(data)
     if (path / "pretrain" / "manifest.jsonl").is_file():
         path = path / "pretrain"
+    # A user's files: unreadable images are dropped, counted and reported before training
+    # (a header read each) rather than failing inside the input pipeline later.
     if path.is_file() or (path / "manifest.jsonl").is_file():
-        return datasets.load("luperson_ta", str(path))
-    return datasets.load("image_folder", str(path))
+        return datasets.load("luperson_ta", str(path), verify_images=True)
+    return datasets.load("image_folder", str(path), verify_images=True)
 
 
 def _attribute_matrix(dataset: PretrainDataset) -> np.ndarray | None:
