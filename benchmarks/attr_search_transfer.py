@@ -3,8 +3,12 @@
 Generates SynthPed (its pretraining identities are disjoint from those of the PA-100K-style
 and CUHK-PEDES-style sets), pretrains VAL-PAT on the pretraining set (or reuses ``--init``),
 then fine-tunes attribute recognition and text-based person search from random and from
-pretrained weights with the same budget, and scores attributes zero-shot with the pretrained
-image-text backbone. Prints one table (percent) and writes ``results.json`` into ``--out``.
+pretrained weights with the same budget, once per fine-tuning seed (the test sets are small,
+so one run is within a few points of noise), and scores attributes zero-shot with the
+pretrained image-text backbone. Each task uses its default recipe for the initialisation
+(`train_attributes` freezes batch-norm statistics of a pretrained encoder, trains those of a
+random one). Prints one table (percent, mean and standard deviation over the seeds) and
+writes ``results.json`` into ``--out``.
 
 Usage:
 
@@ -37,21 +41,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", default="tiny", help="image encoder configuration")
     parser.add_argument("--init", default=None, metavar="RUN_DIR",
                         help="an existing pretraining run (skips pretraining)")
-    parser.add_argument("--pretrain-steps", type=int, default=600)
+    parser.add_argument("--pretrain-steps", type=int, default=2000)
     parser.add_argument("--attr-epochs", type=int, default=10)
     parser.add_argument("--search-epochs", type=int, default=10)
     parser.add_argument("--steps-per-epoch", type=int, default=None,
                         help="cap on fine-tuning steps per epoch (default: one pass)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data and pretraining")
+    parser.add_argument("--finetune-seeds", type=int, nargs="+", default=[0, 1, 2],
+                        metavar="SEED", help="one fine-tuning run per seed (default 0 1 2)")
     parser.add_argument("--tiny", action="store_true",
                         help="smoke run: tiny SynthPed at 64x32, a few steps per stage")
     args = parser.parse_args(argv)
     if args.tiny:
         args.preset, args.image_size, args.batch_size = "tiny", (64, 32), 8
         args.pretrain_steps, args.attr_epochs, args.search_epochs = 2, 1, 1
-        args.steps_per_epoch = 2
+        args.steps_per_epoch, args.finetune_seeds = 2, [0]
     return args
+
+
+def _summary(runs: list[dict], key: str) -> tuple[float, float]:
+    import numpy as np
+
+    values = np.array([run[key] for run in runs], np.float64)
+    return float(values.mean()), float(values.std())
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -84,23 +97,30 @@ def run(args: argparse.Namespace) -> dict:
                  image_size=size, seed=args.seed, verbose=0)
 
     results: dict = {"backend": keras.backend.backend(), "preset": args.preset,
-                     "image_size": list(size), "pretrain_run": run_dir}
+                     "image_size": list(size), "pretrain_run": run_dir,
+                     "finetune_seeds": list(args.finetune_seeds)}
     for name, init in (("random", "random"), ("valpat", run_dir)):
-        print(f"attribute recognition and text search from {init}", flush=True)
-        attributes = train_attributes(
-            pa100k, out / f"attributes_{name}", init=init, config=args.config,
-            epochs=args.attr_epochs, batch_size=args.batch_size, image_size=size,
-            seed=args.seed, zero_shot=name == "valpat", steps_per_epoch=args.steps_per_epoch,
-            verbose=0)
-        search = train_search(
-            cuhk, out / f"search_{name}", init=init, config=args.config,
-            epochs=args.search_epochs, batch_size=args.batch_size,
-            image_size=size if name == "random" else None, seed=args.seed,
-            steps_per_epoch=args.steps_per_epoch, image_to_text=False, verbose=0)
-        results[name] = {"attribute_ma": attributes["ma"], "search_R1": search["R1"],
-                         "search_mAP": search["mAP"]}
-        if name == "valpat":
-            results["zero_shot_attribute_ma"] = attributes["zero_shot"]["ma"]
+        runs = []
+        for seed in args.finetune_seeds:
+            print(f"attribute recognition and text search from {init}, seed {seed}", flush=True)
+            zero_shot = name == "valpat" and seed == args.finetune_seeds[0]
+            attributes = train_attributes(
+                pa100k, out / f"attributes_{name}_seed{seed}", init=init, config=args.config,
+                epochs=args.attr_epochs, batch_size=args.batch_size, image_size=size,
+                seed=seed, zero_shot=zero_shot, steps_per_epoch=args.steps_per_epoch,
+                verbose=0)
+            search = train_search(
+                cuhk, out / f"search_{name}_seed{seed}", init=init, config=args.config,
+                epochs=args.search_epochs, batch_size=args.batch_size,
+                image_size=size if name == "random" else None, seed=seed,
+                steps_per_epoch=args.steps_per_epoch, image_to_text=False, verbose=0)
+            runs.append({"seed": seed, "attribute_ma": attributes["ma"],
+                         "search_R1": search["R1"], "search_mAP": search["mAP"]})
+            if zero_shot:
+                results["zero_shot_attribute_ma"] = attributes["zero_shot"]["ma"]
+        results[name] = {"runs": runs}
+        for key in ("attribute_ma", "search_R1", "search_mAP"):
+            results[name][key], results[name][f"{key}_std"] = _summary(runs, key)
     results["seconds"] = round(time.time() - started, 1)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
@@ -110,15 +130,18 @@ def main(argv: list[str] | None = None) -> None:
     """Prints the comparison table."""
     args = parse_args(argv)
     results = run(args)
+    seeds = " ".join(map(str, results["finetune_seeds"]))
     print(f"\nSynthPed {results['preset']} at {args.image_size[0]}x{args.image_size[1]}, "
-          f"backend {results['backend']}, {results['seconds']} s")
-    print(f"{'initialisation':<22}{'attr mA':>10}{'search R1':>12}{'search mAP':>12}")
+          f"backend {results['backend']}, fine-tuning seeds {seeds} (mean ± std), "
+          f"{results['seconds']} s")
+    print(f"{'initialisation':<22}{'attr mA':>14}{'search R1':>14}{'search mAP':>14}")
     for name, label in (("random", "random"), ("valpat", "VAL-PAT pretrained")):
         row = results[name]
-        print(f"{label:<22}{100 * row['attribute_ma']:>10.2f}{100 * row['search_R1']:>12.2f}"
-              f"{100 * row['search_mAP']:>12.2f}")
-    print(f"{'zero-shot (VAL-PAT)':<22}{100 * results['zero_shot_attribute_ma']:>10.2f}"
-          f"{'-':>12}{'-':>12}")
+        cells = "".join(f"{100 * row[k]:>8.2f} ± {100 * row[k + '_std']:<3.1f}"
+                        for k in ("attribute_ma", "search_R1", "search_mAP"))
+        print(f"{label:<22}{cells}")
+    print(f"{'zero-shot (VAL-PAT)':<22}{100 * results['zero_shot_attribute_ma']:>8.2f}"
+          f"{'-':>14}{'-':>14}")
 
 
 if __name__ == "__main__":
