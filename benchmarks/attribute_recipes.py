@@ -55,7 +55,7 @@ def _run(args, dataset, init_name: str, recipe: tuple, seed: int) -> dict:
     """Validation and test mA of one run (read back when already done)."""
     from valpat_keras.tasks.attributes import train_attributes
 
-    label, head_lr, freeze = recipe
+    _, head_lr, freeze = recipe
     slug = f"{init_name}_head{head_lr:g}_{'frozen' if freeze else 'trained'}bn_seed{seed}"
     out = Path(args.out) / slug
     if not (out / "metrics.json").is_file():

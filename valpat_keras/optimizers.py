@@ -21,8 +21,8 @@ from keras import ops
 class GroupedAdamW(keras.optimizers.AdamW):
     """AdamW whose learning rate (and decoupled weight decay) is scaled per variable.
 
-    Multipliers are attached to variables with `set_multiplier` (a Task does it for its
-    backbone in ``compile``); every other variable uses the plain learning rate. A
+    Multipliers are attached to variables with `set_multiplier` (`AttributeRecognizer`
+    does it for its head in ``compile``); every other variable uses the plain learning rate. A
     multiplier of 0 freezes a variable's values (its moments still accumulate). Which
     variables are grouped is runtime state, not config: the Task that owns the variables
     sets it again when a saved model is re-compiled.

@@ -135,3 +135,26 @@ def test_head_starts_at_the_prior_logit_that_minimises_the_weighted_bce(encoder,
             logits = np.full((1000, 1), z)
             return _bce(labels[:, j:j + 1], logits, ratios[j:j + 1].astype(np.float64))
         assert loss(prior[j]) < min(loss(prior[j] - 0.05), loss(prior[j] + 0.05))
+
+
+def test_default_optimizer_gives_the_head_its_multiplier_also_after_loading(encoder, tmp_path):
+    import keras
+
+    from valpat_keras.optimizers import GroupedAdamW
+
+    model = _model(encoder, positive_ratios=[0.3] * 5, head_lr_multiplier=4.0)
+    rng = np.random.default_rng(0)
+    model.fit(rng.uniform(size=(4, 64, 32, 3)).astype("float32"),
+              rng.integers(0, 2, size=(4, 5)).astype("float32"), epochs=1, verbose=0)
+
+    def multipliers(m):
+        assert isinstance(m.optimizer, GroupedAdamW)
+        head = {m.optimizer.multiplier(v) for v in m.head.trainable_variables}
+        body = {m.optimizer.multiplier(v) for v in m.backbone.trainable_variables}
+        return head, body
+
+    assert multipliers(model) == ({4.0}, {1.0})
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert loaded.head_lr_multiplier == 4.0
+    assert multipliers(loaded) == ({4.0}, {1.0})

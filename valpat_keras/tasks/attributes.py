@@ -101,6 +101,9 @@ class AttributeRecognizer(keras_hub.models.Task):
         dropout: float. Dropout on the features before the head. Defaults to ``0.0``.
         head_batch_norm: bool. Batch-normalise the logits (Rethinking_of_PAR baseline).
             Defaults to ``True``.
+        head_lr_multiplier: float. Learning rate of the head relative to the encoder's when
+            the optimizer is a `valpat_keras.optimizers.GroupedAdamW` (``compile`` sets it,
+            also when a saved model is re-compiled). Defaults to ``10.0`` (Rethinking_of_PAR).
         preprocessor: None. Images arrive already decoded (see `valpat_keras.data.pipelines`).
         **kwargs: Standard `keras_hub.models.Task` arguments (``name``, ``compile``).
 
@@ -123,7 +126,8 @@ class AttributeRecognizer(keras_hub.models.Task):
                  attribute_names: Sequence[str] | None = None,
                  eval_indices: Sequence[int] | None = None,
                  label_smoothing: float = 0.0, dropout: float = 0.0,
-                 head_batch_norm: bool = True, preprocessor=None, **kwargs):
+                 head_batch_norm: bool = True, head_lr_multiplier: float = 10.0,
+                 preprocessor=None, **kwargs):
         num_attributes = int(num_attributes)
         if positive_ratios is not None and len(positive_ratios) != num_attributes:
             raise ValueError(f"positive_ratios has {len(positive_ratios)} entries for "
@@ -156,6 +160,7 @@ class AttributeRecognizer(keras_hub.models.Task):
         self.label_smoothing = float(label_smoothing)
         self.dropout = float(dropout)
         self.head_batch_norm = bool(head_batch_norm)
+        self.head_lr_multiplier = float(head_lr_multiplier)
         if self.positive_ratios is not None:
             self._set_prior_bias(self.positive_ratios)
         if compile_now:
@@ -186,6 +191,7 @@ class AttributeRecognizer(keras_hub.models.Task):
             "label_smoothing": self.label_smoothing,
             "dropout": self.dropout,
             "head_batch_norm": self.head_batch_norm,
+            "head_lr_multiplier": self.head_lr_multiplier,
         })
         return config
 
@@ -193,8 +199,9 @@ class AttributeRecognizer(keras_hub.models.Task):
         """Configures training; the loss is always the weighted BCE of `compute_loss`.
 
         Args:
-            optimizer: ``"auto"`` (AdamW, learning rate 3e-4, weight decay 5e-4) or any
-                Keras optimizer.
+            optimizer: ``"auto"`` (`GroupedAdamW`: encoder learning rate 3e-4, head
+                ``head_lr_multiplier`` times it, weight decay 5e-4) or any Keras optimizer;
+                a `GroupedAdamW` gets the head's multiplier.
             loss: Ignored (must be ``None``): the task computes its own loss.
             metrics: ``"auto"`` (`AttributeMeanAccuracy` over the evaluated attributes) or a
                 list of metrics.
@@ -203,8 +210,12 @@ class AttributeRecognizer(keras_hub.models.Task):
         if loss is not None:
             raise ValueError("AttributeRecognizer computes its own weighted BCE loss; "
                              "compile it without `loss`.")
-        if optimizer == "auto":
-            optimizer = keras.optimizers.AdamW(learning_rate=3e-4, weight_decay=5e-4)
+        from valpat_keras.optimizers import GroupedAdamW
+
+        if isinstance(optimizer, str) and optimizer == "auto":
+            optimizer = GroupedAdamW(learning_rate=3e-4, weight_decay=5e-4)
+        if isinstance(optimizer, GroupedAdamW):
+            optimizer.set_multiplier(self.head.trainable_variables, self.head_lr_multiplier)
         if metrics == "auto":
             metrics = [AttributeMeanAccuracy(self.num_attributes, self.eval_indices)]
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
@@ -400,7 +411,8 @@ def train_attributes(dataset, out_dir: str | Path, init: str = "random", config:
         encoder, num_attributes=train_labels.shape[1],
         positive_ratios=positive_ratios(train_labels),
         attribute_names=dataset.all_attribute_names, eval_indices=dataset.eval_indices,
-        label_smoothing=label_smoothing, name="attribute_recognizer")
+        label_smoothing=label_smoothing, head_lr_multiplier=head_lr_multiplier,
+        name="attribute_recognizer")
     train_ds = labeled_image_dataset([r.path for r in dataset.train], train_labels,
                                      image_size=image_size, batch_size=batch_size,
                                      training=True, seed=seed, augment=augment)
@@ -409,9 +421,7 @@ def train_attributes(dataset, out_dir: str | Path, init: str = "random", config:
         train_ds = train_ds.repeat()
     schedule = keras.optimizers.schedules.CosineDecay(
         learning_rate, decay_steps=max(1, epochs * steps), alpha=0.01)
-    optimizer = GroupedAdamW(schedule, weight_decay=weight_decay)
-    optimizer.set_multiplier(model.head.trainable_variables, head_lr_multiplier)
-    model.compile(optimizer=optimizer)
+    model.compile(optimizer=GroupedAdamW(schedule, weight_decay=weight_decay))
     val_ds = None
     if dataset.val:
         val_ds = labeled_image_dataset([r.path for r in dataset.val], _labels_of(dataset.val),
