@@ -62,20 +62,15 @@ class GroupedAdamW(keras.optimizers.AdamW):
         """The learning-rate multiplier of ``variable`` (1.0 unless set)."""
         return self._multipliers.get(id(variable), 1.0)
 
-    def _groups(self, variables, values=None):
-        """``{multiplier: (values, variables)}`` in the order variables come."""
-        groups: dict[float, tuple[list, list]] = {}
-        for i, variable in enumerate(variables):
-            group = groups.setdefault(self.multiplier(variable), ([], []))
-            group[0].append(None if values is None else values[i])
-            group[1].append(variable)
-        return groups
-
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         # Each group goes through the backend's own update path (TF's distributed update,
         # torch's per-variable loop, JAX's stateless scope) with a scaled learning rate.
-        for multiplier, (group_grads, group_vars) in self._groups(
-                trainable_variables, grads).items():
+        groups: dict[float, tuple[list, list]] = {}
+        for grad, variable in zip(grads, trainable_variables):
+            group = groups.setdefault(self.multiplier(variable), ([], []))
+            group[0].append(grad)
+            group[1].append(variable)
+        for multiplier, (group_grads, group_vars) in groups.items():
             scaled = learning_rate if multiplier == 1.0 else learning_rate * multiplier
             super()._backend_update_step(group_grads, group_vars, scaled)
 

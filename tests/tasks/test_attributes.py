@@ -112,6 +112,8 @@ def test_bad_arguments_are_reported(encoder):
 
     with pytest.raises(ValueError, match="positive_ratios has 2 entries for 5"):
         AttributeRecognizer(encoder, 5, positive_ratios=[0.5, 0.5])
+    with pytest.raises(ValueError, match="head_lr_multiplier must be >= 0, got -1"):
+        AttributeRecognizer(encoder, 5, head_lr_multiplier=-1)
     model = AttributeRecognizer(encoder, 5)
     with pytest.raises(ValueError, match="without `loss`"):
         model.compile(loss="binary_crossentropy")

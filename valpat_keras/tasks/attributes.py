@@ -132,6 +132,8 @@ class AttributeRecognizer(keras_hub.models.Task):
         if positive_ratios is not None and len(positive_ratios) != num_attributes:
             raise ValueError(f"positive_ratios has {len(positive_ratios)} entries for "
                              f"{num_attributes} attributes")
+        if head_lr_multiplier < 0:
+            raise ValueError(f"head_lr_multiplier must be >= 0, got {head_lr_multiplier}")
         if attribute_names is not None and len(attribute_names) != num_attributes:
             raise ValueError(f"attribute_names has {len(attribute_names)} entries for "
                              f"{num_attributes} attributes")
