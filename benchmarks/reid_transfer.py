@@ -3,9 +3,11 @@
 Generates SynthPed (its pretraining identities are disjoint from the Market-1501-style reID
 identities), pretrains VAL-PAT on the pretraining set (or reuses ``--init``), then fine-tunes
 re-ID from random and from pretrained weights with the same budget, supervised (BoT) and
-unsupervised (Cluster Contrast, no train labels). Prints the four mAP / rank-1 pairs (percent)
-and writes ``results.json`` into ``--out`` (with each run's validation mAP per epoch, so a
-comparison made after both inits have reached the same plateau shows as such).
+unsupervised (Cluster Contrast, no train labels). Prints the four test mAP / rank-1 pairs
+(percent) and writes ``results.json`` into ``--out``, with each run's validation mAP per epoch
+(so a comparison made after both inits have reached the same plateau shows as such) and the
+epoch kept. The validation split is held out from the training identities (``--val-fraction``);
+the test query / gallery are scored once per run, with the kept weights.
 
 The pretraining run uses `pretrain`'s defaults: the MoCo queue is at most a quarter of the
 pretraining images (352 keys for SynthPed small) and the key-encoder momentum follows the run
@@ -54,10 +56,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eps", type=float, default=0.6, help="DBSCAN radius")
     parser.add_argument("--min-samples", type=int, default=4, help="DBSCAN core-point size")
     parser.add_argument("--k1", type=int, default=15, help="Jaccard k-reciprocal size")
+    parser.add_argument("--val-fraction", type=float, default=0.1,
+                        help="share of the training identities held out to choose the best "
+                             "epoch on (0: keep the last epoch)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tiny", action="store_true",
                         help="smoke run: tiny SynthPed at 64x32, a few steps per stage")
     args = parser.parse_args(argv)
+    if not 0.0 <= args.val_fraction < 1.0:
+        parser.error(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
     if args.tiny:
         args.preset, args.image_size, args.pretrain_batch_size = "tiny", (64, 32), 8
         args.pretrain_steps, args.epochs, args.usl_epochs = 2, 1, 1
@@ -93,9 +100,11 @@ def run(args: argparse.Namespace) -> dict:
                  verbose=0)
 
     results: dict = {"backend": keras.backend.backend(), "preset": args.preset,
-                     "image_size": list(size), "pretrain_run": run_dir}
+                     "image_size": list(size), "pretrain_run": run_dir,
+                     "val_fraction": args.val_fraction}
     options = ReIDTrainingConfig(steps_per_epoch=args.steps_per_epoch, eps=args.eps,
-                                 min_samples=args.min_samples, k1=args.k1, verbose=0)
+                                 min_samples=args.min_samples, k1=args.k1,
+                                 validation_fraction=args.val_fraction, verbose=0)
     for name, init in (("random", "random"), ("valpat", run_dir)):
         for mode, unsupervised, epochs in (("supervised", False, args.epochs),
                                            ("unsupervised", True, args.usl_epochs)):
@@ -106,6 +115,8 @@ def run(args: argparse.Namespace) -> dict:
             # The per-epoch curve shows whether both inits end at the same plateau.
             results[f"{mode}_{name}"] = {
                 "mAP": metrics["mAP"], "rank1": metrics["rank1"],
+                "selection": metrics["selection"], "best_epoch": metrics["best_epoch"],
+                "best_val_mAP": metrics["best_val_mAP"],
                 "val_mAP_per_epoch": [e.get("val_mAP") for e in history]}
     results["seconds"] = round(time.time() - started, 1)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -123,11 +134,16 @@ def main(argv: list[str] | None = None) -> None:
         sup, usl = results[f"supervised_{name}"], results[f"unsupervised_{name}"]
         print(f"{label:<22}{100 * sup['mAP']:>10.2f}{100 * sup['rank1']:>10.2f}"
               f"{100 * usl['mAP']:>10.2f}{100 * usl['rank1']:>10.2f}")
-    print("\nvalidation mAP per epoch (supervised; the final figures are the best epoch's)")
+    if not results["val_fraction"]:
+        print("\nno validation split (--val-fraction 0): the test figures are the last epoch's")
+        return
+    print("\nvalidation mAP per epoch (supervised, held-out training ids; the test figures "
+          "above are those of the kept epoch, *)")
     for name in ("random", "valpat"):
-        curve = results[f"supervised_{name}"]["val_mAP_per_epoch"]
-        print(f"{name:<8}" + " ".join("  -  " if v is None else f"{100 * v:5.1f}"
-                                      for v in curve))
+        sup = results[f"supervised_{name}"]
+        print(f"{name:<8}" + " ".join(
+            ("  -  " if v is None else f"{100 * v:5.1f}") + ("*" if e == sup["best_epoch"] else " ")
+            for e, v in enumerate(sup["val_mAP_per_epoch"])))
 
 
 if __name__ == "__main__":

@@ -7,13 +7,16 @@ Many tests build identical tiny models. JAX caches ``jit`` results per function 
 every new model instance compiles its train step again (10-20 s on 2 cores); the persistent
 compilation cache is keyed by the compiled program instead, so identical models after the
 first hit it. It lives in a per-session temporary folder (or ``$VALPAT_JAX_CACHE_DIR``),
-exported so that test subprocesses share it.
+exported so that test subprocesses share it. The image-check cache (``VALPAT_CACHE``) is a
+per-session temporary folder too.
 """
 
 import os
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# The image-check cache of the tests stays out of the user's ~/.cache.
+os.environ.setdefault("VALPAT_CACHE", tempfile.mkdtemp(prefix="valpat_cache_"))
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
 if os.environ["KERAS_BACKEND"] == "jax":

@@ -1,4 +1,4 @@
-"""Public dataset API: `load`, `available`, `register_dataset` and the record types.
+"""Public dataset API: `load`, `available`, `register_dataset`, records, `split_reid_validation`.
 
 Example:
 
@@ -22,9 +22,10 @@ from valpat_keras.data.records import (
     TextRecord,
 )
 from valpat_keras.data.registry import available, get_entry, load, register_dataset
+from valpat_keras.data.splits import split_reid_validation
 
 __all__ = [
     "AttributeDataset", "AttributeRecord", "DatasetFormatError", "PretrainDataset",
     "PretrainRecord", "ReIDDataset", "ReIDRecord", "SkippedImages", "TextDataset",
-    "TextRecord", "available", "get_entry", "load", "register_dataset",
+    "TextRecord", "available", "get_entry", "load", "register_dataset", "split_reid_validation",
 ]

@@ -103,14 +103,14 @@ def test_search_random_and_pretrained_init(workspace):
 
 def test_bad_input_is_one_line_not_a_traceback(workspace, capsys):
     assert main(["attributes", "--data", f"pa100k:{workspace / 'nowhere'}", "--out",
-                 str(workspace / "bad")]) == 1
-    assert "error:" in capsys.readouterr().err
+                 str(workspace / "bad")]) == 2
+    assert "valpat attributes: error:" in capsys.readouterr().err
     assert main(["attributes", "--data", "synthped", "--out", str(workspace / "bad"),
-                 "--zero-shot"]) == 1
+                 "--zero-shot"]) == 2
     assert "--zero-shot needs --init" in capsys.readouterr().err
     assert main(["search", "--data", f"synthped:{workspace / 'synthped'}", "--out",
                  str(workspace / "bad"), "--init", str(workspace / "pretrain_run"),
-                 "--image-size", "128x64"]) == 1
+                 "--image-size", "128x64"]) == 2
     assert "takes images of (64, 32)" in capsys.readouterr().err
 
 

@@ -28,7 +28,7 @@ def test_datasets_command_reports_errors_and_lists_loaders(tmp_path, capsys):
     status = main(["datasets", f"pa100k:{tmp_path}", f"market1501:{tmp_path}", "nosuch:/x",
                    "market1501", "--split", "1"])
     captured = capsys.readouterr()
-    assert status == 1
+    assert status == 2
     assert "error: pa100k:" in captured.err and "no PA-100K layout" in captured.err
     assert "unknown dataset 'nosuch'" in captured.err and "expected NAME:ROOT" in captured.err
     assert "market1501 takes no split option" in captured.err

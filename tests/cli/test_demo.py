@@ -1,9 +1,10 @@
-"""`valpat demo --quick`: the smoke run writes the results table, its JSON and the figures.
+"""`valpat demo --quick`: the smoke run's table, JSON and figures agree with the runs behind
+them, and a second run takes its pretraining from the cache.
 
 Unmarked: the demo runs once (in the JAX pass of scripts/test.sh), in a subprocess so this
 process never imports Keras. The subprocess uses PyTorch: the quick run is a dozen two-step
 trainings, and PyTorch's eager steps skip the per-model compilation that dominates them on
-JAX (about a quarter less CPU time here); the notebooks cover JAX.
+JAX; the notebooks cover JAX.
 """
 
 from __future__ import annotations
@@ -13,45 +14,106 @@ import os
 import subprocess
 import sys
 
-from valpat_keras.demo import ABLATION_OBJECTIVES, FIGURES, results_markdown
+import numpy as np
+import pytest
+
+from valpat_keras.demo import FIGURES, publish_results, results_markdown
+from valpat_keras.demo.report import ablation_leads
+from valpat_keras.demo.stages import PRETRAINING_RUNS, TRANSFER_METRICS, TRANSFERS
 
 
-def test_demo_quick_writes_results_and_figures(tmp_path):
-    out = tmp_path / "demo"
+def _demo(out, *flags):
     done = subprocess.run(
         [sys.executable, "-m", "valpat_keras", "demo", "--quick", "--out", str(out),
-         "--seed", "1"],
+         "--seed", "1", *flags],
         check=False, capture_output=True, text=True, timeout=600,
         env={**os.environ, "KERAS_BACKEND": "torch"})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
 
-    # A progress line per stage, then the table.
-    lines = [line for line in done.stdout.splitlines() if line.startswith("[")]
-    assert len(lines) == 15 and lines[-1].startswith("[##############.] 15/15")
-    assert "| Supervised re-ID (Market layout) | mAP |" in done.stdout
 
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "out"
+    first = _demo(out)
     results = json.loads((out / "results.json").read_text())
-    assert set(results) >= {"budget", "seed", "backend", "synthped", "pretraining",
-                            "transfer", "ablation", "figures", "seconds"}
-    assert results["seed"] == 1 and results["budget"]["synthped_preset"] == "tiny"
-    assert results["backend"] == "torch"
-    transfer = results["transfer"]
-    for task, keys in [("reid_supervised", {"mAP", "rank1"}),
-                       ("reid_unsupervised", {"mAP", "rank1"}),
-                       ("attributes", {"ma", "instance_f1"}), ("text_search", {"R1", "mAP"})]:
-        for init in ("random", "valpat"):
-            assert keys <= set(transfer[task][init]), (task, init)
-            assert all(0.0 <= transfer[task][init][k] <= 1.0 for k in keys), (task, init)
-    assert 0.0 <= transfer["attributes"]["zero_shot"]["ma"] <= 1.0
-    assert set(results["ablation"]) == {"random", *ABLATION_OBJECTIVES}
-    for row in results["ablation"].values():
-        assert 0.0 <= row["reid_mAP"] <= 1.0 and 0.0 <= row["reid_rank1"] <= 1.0
-        assert row["attribute_ma"] is None  # the quick run leaves the ablation fine-tune out
-    assert {"ssl_loss", "itc_loss", "attr_loss"} <= set(results["pretraining"]["final"])
+    return out, first, results
 
+
+def test_progress_lines_then_the_table(demo):
+    _, done, _ = demo
+    lines = [line for line in done.stdout.splitlines() if line.startswith("[")]
+    assert len(lines) == 16 and lines[-1].startswith("[###############.] 16/16")
+    assert "| Supervised re-ID (Market layout) | mAP |" in done.stdout
+    assert "clusters per round:" in done.stdout
+    # No framework chatter between the stage lines.
+    assert "retracing" not in done.stdout + done.stderr
+
+
+def test_transfer_means_are_those_of_the_runs_metrics_files(demo):
+    out, _, results = demo
+    assert results["seed"] == 1 and results["backend"] == "torch"
+    assert results["budget"]["synthped_preset"] == "tiny"
+    for task in TRANSFERS:
+        summary = results["transfer"][task]
+        for init in ("random", "valpat"):
+            for metric in TRANSFER_METRICS[task]:
+                values = []
+                for seed in results["budget"]["seeds"]:
+                    saved = json.loads((out / "runs" / f"{task}_{init}_seed{seed}" /
+                                        "metrics.json").read_text())
+                    values.append(saved[metric])
+                assert summary[init][metric]["values"] == pytest.approx(values), (task, metric)
+                assert summary[init][metric]["mean"] == pytest.approx(np.mean(values))
+        metric = summary["metric"]
+        gain = summary["valpat"][metric]["mean"] - summary["random"][metric]["mean"]
+        assert summary["gain"] == pytest.approx(gain)
+        assert summary["clear"] == (gain > summary["spread"])
+
+
+def test_model_selection_used_validation_and_clusters_are_reported(demo):
+    out, _, results = demo
+    seed = results["budget"]["seeds"][0]
+    for task in ("reid_supervised", "reid_unsupervised"):
+        saved = json.loads((out / "runs" / f"{task}_valpat_seed{seed}" / "metrics.json")
+                           .read_text())
+        assert saved["num_val_ids"] >= 2 and saved["selection"] == "validation"
+        history = json.loads((out / "runs" / f"{task}_valpat_seed{seed}" / "history.json")
+                             .read_text())
+        if task == "reid_unsupervised":
+            rounds = [[h["num_clusters"], h["eps"]] for h in history]
+            assert results["unsupervised_runs"]["valpat"][0]["rounds"] == pytest.approx(rounds)
+
+
+def test_ablation_rows_and_leads(demo):
+    _, _, results = demo
+    rows = results["ablation"]["rows"]
+    assert set(rows) == {"random", *PRETRAINING_RUNS}
+    assert results["ablation"]["leads"] == ablation_leads(rows)
+    # Text search is scored in the frozen image-text space: only runs trained with itc.
+    assert {name for name, row in rows.items() if row["search_R1"] is not None} == {
+        name for name in PRETRAINING_RUNS if "itc" in name}
+
+
+def test_report_figures_and_environment(demo, tmp_path):
+    out, _, results = demo
     assert set(results["figures"]) == set(FIGURES)
     for name in FIGURES:
         assert (out / name).stat().st_size > 1000, name
-    markdown = (out / "results.md").read_text()
-    assert markdown == results_markdown(results)
-    assert "| ssl + itc + attr |" in markdown and "Zero-shot attributes" in markdown
+    assert (out / "results.md").read_text() == results_markdown(results)
+    env = results["environment"]
+    assert env["cores"] == os.cpu_count() and "keras" in env["versions"]
+    page = publish_results(out, tmp_path / "docs" / "results.md")
+    text = page.read_text()
+    assert "This page is generated" in text and "![loss_curves.png](results/loss_curves.png)" in text
+    assert (tmp_path / "docs" / "results" / "loss_curves.png").is_file()
+
+
+def test_second_run_reuses_the_cached_pretraining(demo):
+    out, _, results = demo
+    again = _demo(out)
+    assert "reusing the cached pretraining run" in again.stdout
+    second = json.loads((out / "results.json").read_text())
+    assert second["cached_runs"] == len(PRETRAINING_RUNS) == 4
+    assert second["pretraining"] == {
+        name: {**run, "reused": True} for name, run in results["pretraining"].items()}

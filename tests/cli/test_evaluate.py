@@ -33,12 +33,12 @@ def test_evaluate_random_encoder_writes_metrics(synthped_root, tmp_path, capsys)
 
 def test_evaluate_rejects_non_reid_data(synthped_root, tmp_path, capsys):
     status = main(["evaluate", "--data", f"pa100k:{synthped_root}", "--out", str(tmp_path)])
-    assert status == 1
+    assert status == 2
     assert "attributes dataset" in capsys.readouterr().err
 
 
 def test_evaluate_names_missing_encoder(synthped_root, tmp_path, capsys):
     status = main(["evaluate", "--data", f"market1501:{synthped_root}", "--out", str(tmp_path),
                    "--init", str(tmp_path / "no_such_run")])
-    assert status == 1
+    assert status == 2
     assert "no_such_run" in capsys.readouterr().err

@@ -43,8 +43,8 @@ def test_valpat_pretrain_rejects_bad_arguments(tmp_path, capsys):
     from valpat_keras.cli.main import main
 
     assert main(["pretrain", "--out", str(tmp_path), "--batch-size", "24",
-                 "--queue-size", "100"]) == 1
-    assert "multiple of the batch size" in capsys.readouterr().out
+                 "--queue-size", "100"]) == 2
+    assert "multiple of the batch size" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["pretrain", "--out", str(tmp_path), "--loss-weights", "foo=1"])
     with pytest.raises(SystemExit):

@@ -68,3 +68,22 @@ def test_batch_mean_accuracy():
     labels = np.array([[1.0], [1.0]], "float32")
     np.testing.assert_allclose(
         float(to_np(batch_mean_accuracy(labels, np.array([[1.0], [-1.0]], "float32")))), 0.5)
+
+
+def test_balanced_weighting_equals_numpy_and_its_prior_is_zero():
+    from valpat_keras.losses import weighted_bce
+    from valpat_keras.losses.attribute import prior_logits
+
+    ratio = np.array([0.005, 0.25, 0.5], "float32")
+    prob = 1 / (1 + np.exp(-LOGITS))
+    mask = (LABELS == 0) | (LABELS == 1)
+    pos = LABELS == 1
+    clipped = np.clip(ratio, 0.01, 0.99)
+    weight = np.where(pos, 0.5 / clipped, 0.5 / (1 - clipped)) * mask
+    bce = -(pos * np.log(prob) + (1 - pos) * np.log(1 - prob))
+    expected = (weight * bce).sum() / mask.sum()
+    got = to_np(weighted_bce(LABELS, LOGITS, ratio, weighting="balanced"))
+    assert float(got) == pytest.approx(expected, rel=1e-5)
+    np.testing.assert_array_equal(prior_logits(ratio, weighting="balanced"), 0.0)
+    with pytest.raises(ValueError, match="weighting must be one of"):
+        weighted_bce(LABELS, LOGITS, ratio, weighting="focal")

@@ -160,3 +160,85 @@ def test_default_optimizer_gives_the_head_its_multiplier_also_after_loading(enco
     loaded = keras.saving.load_model(tmp_path / "model.keras")
     assert loaded.head_lr_multiplier == 4.0
     assert multipliers(loaded) == ({4.0}, {1.0})
+
+
+def test_train_attributes_reads_the_test_split_only_after_training(tmp_path, monkeypatch):
+    from valpat_keras.data.records import AttributeDataset, AttributeRecord
+    from valpat_keras.tasks.attributes import AttributeRecognizer, train_attributes
+
+    from .split_guard import Gate, RecordingList
+
+    rng = np.random.default_rng(4)
+    records = []
+    for i in range(16):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 255, size=(64, 32, 3), dtype=np.uint8)).save(path)
+        records.append(AttributeRecord(str(path), rng.integers(0, 2, 5).astype(np.int8)))
+    gate = Gate()
+    test = RecordingList(records[12:], gate)
+    dataset = AttributeDataset("toy", str(tmp_path), records[:8], records[8:12], test, NAMES,
+                               eval_indices=[0, 1, 2])
+    gate.open_after_call(monkeypatch, AttributeRecognizer, "fit")
+    metrics = train_attributes(dataset, tmp_path / "run", epochs=1, batch_size=4,
+                               image_size=(64, 32), augment=False, steps_per_epoch=2, verbose=0)
+    assert gate.calls == 1
+    assert test.reads and test.early_reads() == []
+    assert metrics["num_test"] == 4 and 0.0 <= metrics["ma"] <= 1.0
+    # The validation split is what fit sees.
+    history = (tmp_path / "run" / "history.json").read_text()
+    assert '"val_loss"' in history
+
+
+@pytest.mark.parametrize("batch_norm", [True, False])
+def test_linear_probe_head_init_predicts_what_the_probe_predicts(encoder, tmp_path, batch_norm):
+    from valpat_keras.evaluation.features import extract_features
+    from valpat_keras.evaluation.linear_probe import fit_attribute_probe
+    from valpat_keras.tasks.attributes import init_head_from_linear_probe
+
+    rng = np.random.default_rng(5)
+    paths = []
+    for i in range(24):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 255, (64, 32, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    labels = rng.integers(0, 2, size=(24, 5)).astype("float32")
+    model = _model(encoder, positive_ratios=[0.5] * 5, head_batch_norm=batch_norm,
+                   loss_weighting="balanced")
+    init_head_from_linear_probe(model, paths, labels, (64, 32), batch_size=8)
+
+    features = extract_features(encoder, paths, (64, 32), 8, flip=False, normalize=False,
+                                verbose=False).features
+    weights, bias = fit_attribute_probe(features, labels, 0.1, balanced=True)
+    expected = 1 / (1 + np.exp(-(features @ weights + bias)))
+    # Inference uses the moving statistics, set to the identity on the training logits.
+    np.testing.assert_allclose(model.predict_probabilities(paths, batch_size=8), expected,
+                               atol=2e-3)
+
+
+def test_train_attributes_rejects_an_unknown_head_init(tmp_path):
+    from types import SimpleNamespace
+
+    from valpat_keras.errors import InputError
+    from valpat_keras.tasks.attributes import train_attributes
+
+    data = SimpleNamespace(name="pa100k", root="/nowhere", train=[object()], test=[object()])
+    with pytest.raises(InputError, match="head_init must be one of"):
+        train_attributes(data, tmp_path, head_init="probe")
+
+
+def test_frozen_batch_norm_stays_frozen_after_loading(tmp_path):
+    import keras
+
+    from valpat_keras.models import build_image_encoder
+    from valpat_keras.tasks.attributes import AttributeRecognizer
+
+    model = AttributeRecognizer(build_image_encoder("tiny", image_size=(64, 32)), 5,
+                                freeze_backbone_batch_norm=True)
+    norms = [v.path for v in model.non_trainable_variables if "gamma" in v.path]
+    assert norms  # the batch-norm scales are no longer trained
+    model.save(tmp_path / "frozen.keras")
+    loaded = keras.saving.load_model(tmp_path / "frozen.keras")
+    assert loaded.freeze_backbone_batch_norm
+    assert len(loaded.trainable_variables) == len(model.trainable_variables)
+    assert sorted(v.path for v in loaded.non_trainable_variables if "gamma" in v.path) == \
+        sorted(norms)

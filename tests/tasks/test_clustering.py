@@ -65,3 +65,43 @@ def test_relabel_and_centroids():
 def test_cluster_pseudo_labels_rejects_a_non_square_matrix():
     with pytest.raises(ValueError, match="square"):
         cluster_pseudo_labels(np.zeros((3, 4)))
+
+
+def test_auto_eps_is_the_mean_of_the_closest_pairs():
+    from valpat_keras.tasks.clustering import eps_from_distances
+
+    rng = np.random.default_rng(3)
+    points = rng.normal(size=(12, 2))
+    distance = np.linalg.norm(points[:, None] - points[None], axis=-1)
+    pairs = np.sort(distance[np.triu_indices(12, k=1)])  # 66 pairs
+    assert eps_from_distances(distance, rho=0.1) == pytest.approx(pairs[:7].mean())
+    assert eps_from_distances(distance, rho=1e-9) == pytest.approx(pairs[0])
+    with pytest.raises(ValueError, match="rho"):
+        eps_from_distances(distance, rho=0.0)
+
+
+def test_auto_eps_finds_the_identities_where_a_fixed_radius_merges_them():
+    from valpat_keras.tasks.clustering import eps_from_distances, rho_for_identity_size
+
+    features, ids = _blobs(num_ids=6, per_id=8, spread=0.3, seed=4)
+    distance = jaccard_distance(features, k1=30, k2=6)
+    merged = clustering_stats(cluster_pseudo_labels(distance, eps=0.6, min_samples=4), ids)
+    radius = eps_from_distances(distance, rho_for_identity_size(48, 8))
+    auto = clustering_stats(cluster_pseudo_labels(distance, eps=radius, min_samples=4), ids)
+    assert merged.num_clusters <= 2
+    assert auto.num_clusters > merged.num_clusters and auto.ari > merged.ari + 0.5
+    # The default share (SSG's, for Market-1501's 17 images per identity) still clusters.
+    assert clustering_stats(cluster_pseudo_labels(distance, eps="auto"), ids).num_clusters >= 1
+    with pytest.raises(ValueError, match="eps must be a positive number or 'auto'"):
+        cluster_pseudo_labels(distance, eps="large")
+
+
+def test_rho_for_identity_size_reproduces_ssg_on_market():
+    from valpat_keras.tasks.clustering import AUTO_EPS_RHO, rho_for_identity_size
+
+    # Market-1501 train: 12,936 images of 751 identities.
+    assert rho_for_identity_size(12936, 12936 / 751) == pytest.approx(AUTO_EPS_RHO, rel=0.03)
+    # Eight images per identity among 432: the same-identity share is 7 / 431.
+    assert rho_for_identity_size(432, 8) == pytest.approx(1.3 * 7 / 431)
+    with pytest.raises(ValueError, match="image per identity"):
+        rho_for_identity_size(1, 8)

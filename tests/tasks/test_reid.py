@@ -167,3 +167,117 @@ def test_cluster_contrast_trains_with_fewer_clusters_than_p(toy_reid_records):
     assert 2 <= history[0]["num_clusters"] < 64 and "skipped" not in history[0]
     assert np.isfinite(history[0]["loss"])
     assert not all(np.array_equal(w, b) for w, b in zip(model.backbone.get_weights(), before))
+
+
+def _guarded_reid_dataset(records, gate):
+    """Train on ids 0-7; the test split (ids 8-11) records every read of its items."""
+    from valpat_keras.data.records import ReIDDataset
+
+    from .split_guard import RecordingList
+
+    test = [r for r in records if r.pid >= 8]
+    # Images 0 and 1 of each id (cameras 0 and 1) query; images 2-7 (cameras 0-2) are found.
+    query = RecordingList([r for i, r in enumerate(test) if i % 8 < 2], gate)
+    gallery = RecordingList([r for i, r in enumerate(test) if i % 8 >= 2], gate)
+    return ReIDDataset("toy", "", [r for r in records if r.pid < 8], query, gallery)
+
+
+def _train_guarded(monkeypatch, records, tmp_path, unsupervised, fraction, epochs):
+    from valpat_keras.tasks import reid_training
+
+    from .split_guard import Gate
+
+    gate = Gate()
+    dataset = _guarded_reid_dataset(records, gate)
+    gate.open_on_call(monkeypatch, reid_training, "evaluate_reid_model")
+    options = reid_training.ReIDTrainingConfig(
+        steps_per_epoch=1, validation_fraction=fraction, eps=0.6, min_samples=3, k1=6, k2=2,
+        augment=False, verbose=0)
+    metrics = reid_training.train_reid(dataset, tmp_path, unsupervised=unsupervised,
+                                       epochs=epochs, p=4, k=4, image_size=IMAGE_SIZE,
+                                       options=options)
+    # The test split is read, and only from the final evaluation on.
+    assert gate.calls == 1
+    for split in (dataset.query, dataset.gallery):
+        assert split.reads and split.early_reads() == []
+    return dataset, metrics
+
+
+def test_train_reid_selects_on_held_out_train_ids_and_reads_test_once(
+        toy_reid_records, tmp_path, monkeypatch):
+    import json
+
+    dataset, metrics = _train_guarded(monkeypatch, toy_reid_records, tmp_path,
+                                      unsupervised=False, fraction=0.1, epochs=2)
+    # 10 % of 8 ids rounds below the minimum of 2 validation ids.
+    assert metrics["num_val_ids"] == 2 and metrics["num_train_ids"] == 6
+    assert metrics["num_train_images"] == 48
+    assert metrics["num_val_query"] + metrics["num_val_gallery"] == 16
+    assert metrics["selection"] == "validation" and metrics["validation_fraction"] == 0.1
+    history = json.loads((tmp_path / "history.json").read_text())
+    val_map = [entry["val_mAP"] for entry in history]
+    assert len(val_map) == 2
+    assert metrics["best_epoch"] == int(np.argmax(val_map))
+    assert metrics["best_val_mAP"] == pytest.approx(max(val_map))
+    assert metrics["num_valid_queries"] == len(dataset.query)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["best_epoch"] == metrics["best_epoch"] and saved["selection"] == "validation"
+    assert keras.saving.load_model(tmp_path / "reid_model.keras").num_classes == 6
+
+
+def test_train_reid_without_validation_keeps_the_last_epoch(toy_reid_records, tmp_path,
+                                                           monkeypatch):
+    import json
+
+    _, metrics = _train_guarded(monkeypatch, toy_reid_records, tmp_path, unsupervised=False,
+                                fraction=0.0, epochs=1)
+    assert metrics["selection"] == "last_epoch" and metrics["best_val_mAP"] is None
+    assert metrics["best_epoch"] == 0 and metrics["num_train_ids"] == 8
+    assert metrics["num_val_ids"] == metrics["num_val_query"] == 0
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert len(history) == 1 and not any(key.startswith("val_") for key in history[0])
+    assert keras.saving.load_model(tmp_path / "reid_model.keras").num_classes == 8
+
+
+def test_unsupervised_train_reid_clusters_without_the_validation_ids(toy_reid_records,
+                                                                    tmp_path, monkeypatch):
+    import json
+
+    from valpat_keras.data.splits import split_reid_validation
+    from valpat_keras.tasks import reid_training
+
+    clustered = []
+    original = reid_training.fit_cluster_contrast
+
+    def recording_fit(model, records, *args, **kwargs):
+        clustered.extend(records)
+        return original(model, records, *args, **kwargs)
+
+    monkeypatch.setattr(reid_training, "fit_cluster_contrast", recording_fit)
+    _, metrics = _train_guarded(monkeypatch, toy_reid_records, tmp_path, unsupervised=True,
+                                fraction=0.1, epochs=1)
+    train = [r for r in toy_reid_records if r.pid < 8]
+    kept, val_query, val_gallery = split_reid_validation(train, 0.1, seed=0)
+    held_out = {r.path for r in (*val_query, *val_gallery)}
+    assert {r.path for r in clustered} == {r.path for r in kept}
+    assert held_out and not held_out & {r.path for r in clustered}
+    assert metrics["unsupervised"] is True and metrics["num_train_images"] == len(kept)
+    assert metrics["num_val_ids"] == 2 and metrics["selection"] == "validation"
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert metrics["best_val_mAP"] == pytest.approx(history[0]["val_mAP"])
+
+
+def test_train_reid_rejects_a_validation_fraction_out_of_range(toy_reid_records, tmp_path):
+    from valpat_keras.data.records import ReIDDataset
+    from valpat_keras.tasks.reid_training import ReIDTrainingConfig, train_reid
+
+    dataset = ReIDDataset("toy", "", toy_reid_records[:16], toy_reid_records[16:18],
+                          toy_reid_records[18:24])
+    for fraction in (-0.1, 1.0):
+        with pytest.raises(ValueError, match=r"validation_fraction must be in \[0, 1\)"):
+            train_reid(dataset, tmp_path, options=ReIDTrainingConfig(
+                validation_fraction=fraction))
+    # Two identities cannot give two validation ids and keep one to train on.
+    with pytest.raises(ValueError, match="toy: .*leaves none to train on"):
+        train_reid(dataset, tmp_path, options=ReIDTrainingConfig(validation_fraction=0.5))
+    assert not (tmp_path / "metrics.json").exists()

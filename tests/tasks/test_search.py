@@ -109,3 +109,29 @@ def test_searcher_ranks_paths_and_features_and_evaluation(backbone_and_tokenizer
     for key in ("R1", "R5", "R10", "mAP", "mINP"):
         assert 0.0 <= result[key] <= 1.0 and 0.0 <= result["i2t"][key] <= 1.0
     assert result["R5"] == 1.0  # every caption's identity is within 5 images
+
+
+def test_train_search_reads_the_test_split_only_in_the_final_evaluation(tmp_path,
+                                                                        monkeypatch):
+    from valpat_keras.data.records import TextDataset, TextRecord
+    from valpat_keras.tasks import search
+
+    from .split_guard import Gate, RecordingList
+
+    rng = np.random.default_rng(5)
+    records = []
+    for i in range(12):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 255, size=(64, 32, 3), dtype=np.uint8)).save(path)
+        records.append(TextRecord(str(path), i % 4, (CAPTIONS[i % 4], CAPTIONS[(i + 1) % 4])))
+    gate = Gate()
+    test = RecordingList(records[8:], gate)
+    dataset = TextDataset("toy", str(tmp_path), records[:8], records[4:8], test)
+    gate.open_on_call(monkeypatch, search, "evaluate_search")
+    metrics = search.train_search(dataset, tmp_path / "run", epochs=1, batch_size=4,
+                                  image_size=(64, 32), embedding_dim=32, vocabulary_size=80,
+                                  sequence_length=12, augment=False, steps_per_epoch=2,
+                                  verbose=0)
+    assert gate.calls == 1
+    assert test.reads and test.early_reads() == []
+    assert metrics["num_test_images"] == 4 and metrics["num_test_captions"] == 8

@@ -13,9 +13,15 @@ history.json, attribute_bars.png and attribute_recognizer.keras.
 from __future__ import annotations
 
 import argparse
-import sys
 
-from valpat_keras.cli._transfer_args import add_common_arguments, init_of, load_dataset
+from valpat_keras.cli._transfer_args import (
+    add_common_arguments,
+    init_of,
+    load_dataset,
+    require_splits,
+)
+from valpat_keras.cli.arg_types import fraction, non_negative_float, non_negative_int
+from valpat_keras.errors import InputError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -25,16 +31,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Fine-tune an attribute recognizer on pa100k / peta / rap / manifest data "
                     "(or a generated SynthPed set) and report mA and instance metrics.")
     add_common_arguments(parser, default_epochs=10)
-    parser.add_argument("--split", type=int, default=None,
+    parser.add_argument("--split", type=non_negative_int, default=None,
                         help="partition index for PETA / RAP (default 0)")
-    parser.add_argument("--label-smoothing", type=float, default=0.0,
-                        help="smoothing of the 0/1 targets (default 0)")
-    parser.add_argument("--head-lr-multiplier", type=float, default=None,
+    parser.add_argument("--label-smoothing", type=fraction, default=0.0,
+                        help="smoothing of the 0/1 targets, in [0, 1) (default 0)")
+    parser.add_argument("--head-lr-multiplier", type=non_negative_float, default=None,
                         help="learning rate of the new head relative to the encoder's "
                              "(default: the task's, see train_attributes)")
     parser.add_argument("--freeze-bn", action=argparse.BooleanOptionalAction, default=None,
                         help="keep the encoder's batch-norm statistics fixed (default: frozen "
                              "from a pretrained init, trained from random)")
+    parser.add_argument("--loss-weighting", choices=("balanced", "deepmar"), default="balanced",
+                        help="class weights of the BCE: balanced (default, the optimum of mA) "
+                             "or deepmar (Rethinking_of_PAR's)")
+    parser.add_argument("--head-init", choices=("auto", "prior", "linear_probe"),
+                        default="auto",
+                        help="how the head starts: a linear probe of the frozen features "
+                             "(LP-FT), the prior bias, or auto (default: the probe from a "
+                             "pretrained init, the prior from random)")
     parser.add_argument("--zero-shot", action="store_true",
                         help="also report zero-shot mA of the pretrained image-text backbone "
                              "(needs --init RUN_DIR)")
@@ -42,31 +56,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Trains, evaluates and prints the metrics; returns 0, or 1 on bad input."""
-    from valpat_keras.data.errors import DatasetFormatError
+    """Trains, evaluates and prints the metrics; returns 0.
 
+    Raises:
+        InputError: Bad data or options (`valpat_keras.cli.main` prints it, exit status 2).
+    """
     init = init_of(args)
     if args.zero_shot and not args.init:
-        print("error: --zero-shot needs --init RUN_DIR (a pretraining run with backbone/)",
-              file=sys.stderr)
-        return 1
-    try:
-        dataset = load_dataset(args, "pa100k", split=args.split, kind="attributes")
-        print(dataset.summary())
-        from valpat_keras.tasks.attributes import train_attributes
+        raise InputError("--zero-shot needs --init RUN_DIR (a pretraining run with backbone/)")
+    dataset = load_dataset(args, "pa100k", split=args.split)
+    print(dataset.summary())
+    require_splits(dataset, ("train", "test"), args.data)
+    from valpat_keras.tasks.attributes import train_attributes
 
-        options = {"learning_rate": args.lr} if args.lr else {}
-        if args.head_lr_multiplier is not None:
-            options["head_lr_multiplier"] = args.head_lr_multiplier
-        metrics = train_attributes(
-            dataset, args.out, init=init, config=args.config, epochs=args.epochs,
-            batch_size=args.batch_size, image_size=args.image_size or (256, 128),
-            label_smoothing=args.label_smoothing, seed=args.seed, zero_shot=args.zero_shot,
-            freeze_batch_norm=args.freeze_bn,
-            steps_per_epoch=args.steps_per_epoch, **options)
-    except (DatasetFormatError, FileNotFoundError, KeyError, ValueError) as err:
-        print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
-        return 1
+    options = {"learning_rate": args.lr} if args.lr else {}
+    if args.head_lr_multiplier is not None:
+        options["head_lr_multiplier"] = args.head_lr_multiplier
+    metrics = train_attributes(
+        dataset, args.out, init=init, config=args.config, epochs=args.epochs,
+        batch_size=args.batch_size, image_size=args.image_size or (256, 128),
+        label_smoothing=args.label_smoothing, seed=args.seed, zero_shot=args.zero_shot,
+        freeze_batch_norm=args.freeze_bn, loss_weighting=args.loss_weighting,
+        head_init=args.head_init, steps_per_epoch=args.steps_per_epoch, **options)
     line = (f"mA {100 * metrics['ma']:.2f}  acc {100 * metrics['instance_acc']:.2f}  "
             f"prec {100 * metrics['instance_prec']:.2f}  "
             f"recall {100 * metrics['instance_recall']:.2f}  "

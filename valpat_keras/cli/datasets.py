@@ -1,7 +1,7 @@
 """`valpat datasets NAME:ROOT [NAME:ROOT ...]`: load datasets and print their summaries.
 
 Without arguments it lists the registered loaders. A format problem in one dataset is printed
-as one line and the others are still loaded; the exit status is 1 if any failed.
+as one line and the others are still loaded; the exit status is 2 (bad input) if any failed.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import argparse
 import inspect
 import sys
 
+from valpat_keras.cli.arg_types import non_negative_int
 from valpat_keras.cli.common import parse_data_spec
 from valpat_keras.data.errors import DatasetFormatError
 from valpat_keras.data.registry import available, get_entry
@@ -22,17 +23,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Load each NAME:ROOT (e.g. market1501:/data) and print its summary.")
     parser.add_argument("specs", nargs="*", metavar="NAME:ROOT",
                         help="dataset name and folder; no argument lists the loaders")
-    parser.add_argument("--split", type=int, default=None,
+    parser.add_argument("--split", type=non_negative_int, default=None,
                         help="partition index for PETA / RAP (default 0)")
     parser.add_argument("--kind", choices=("reid", "attributes", "text"), default=None,
                         help="what a manifest/folder dataset holds (default reid)")
     parser.add_argument("--verify-images", action="store_true",
-                        help="open every image header; drop and count unreadable images")
+                        help="decode every image (cached); drop and count unreadable images")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Loads and summarises each dataset; returns 0, or 1 if any failed."""
+    """Loads and summarises each dataset; returns 0, or 2 if any failed."""
     if not args.specs:
         for name in available():
             entry = get_entry(name)
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
             entry = get_entry(name)
         except (ValueError, KeyError) as err:
             print(f"error: {err.args[0]}", file=sys.stderr)
-            status = 1
+            status = 2
             continue
         options = {"split": args.split, "kind": args.kind,
                    "verify_images": args.verify_images or None}
@@ -60,5 +61,5 @@ def run(args: argparse.Namespace) -> int:
             print(entry.loader(root, **kwargs).summary())
         except DatasetFormatError as err:
             print(f"error: {name}: {err}", file=sys.stderr)
-            status = 1
+            status = 2
     return status

@@ -3,8 +3,9 @@
 Example:
 
 ```
-valpat demo                    # a few minutes on a laptop CPU, writes valpat_demo/
+valpat demo                    # under 20 minutes on a 2-core CPU, writes valpat_demo/
 valpat demo --quick --out /tmp/demo
+valpat demo --publish tutorials/results.md   # and regenerate the docs' results page
 ```
 
 Generates SynthPed, pretrains with the three objectives, runs the objective ablation and every
@@ -15,6 +16,8 @@ transfer from random and from pretrained initialisation, and writes ``results.md
 from __future__ import annotations
 
 import argparse
+
+from valpat_keras.cli.arg_types import non_negative_int
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -29,7 +32,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="output folder (default: valpat_demo)")
     parser.add_argument("--quick", action="store_true",
                         help="the smoke version: tiny SynthPed, two steps per stage")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="random seed (default: 0)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="retrain the pretraining runs instead of reusing OUT/cache")
+    parser.add_argument("--publish", metavar="PAGE", default=None,
+                        help="also write the documentation's results page from this run "
+                             "(e.g. tutorials/results.md; figures go beside it)")
     parser.add_argument("--verbose", action="store_true",
                         help="show the Keras progress bar of every training run")
     parser.set_defaults(run=run)
@@ -38,7 +47,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Runs the demo; errors of any stage propagate. Returns the exit status."""
-    from valpat_keras.demo import run_demo
+    from valpat_keras.demo import publish_results, run_demo
 
-    run_demo(args.out, quick=args.quick, seed=args.seed, verbose=1 if args.verbose else 0)
+    run_demo(args.out, quick=args.quick, seed=args.seed, verbose=1 if args.verbose else 0,
+             fresh=args.fresh)
+    if args.publish:
+        print(f"wrote {publish_results(args.out, args.publish)}")
     return 0

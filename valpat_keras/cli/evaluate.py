@@ -14,10 +14,13 @@ table and writes RUN_DIR/metrics.json, ranked_results.png and cmc.png.
 from __future__ import annotations
 
 import argparse
-import sys
+import inspect
+import zipfile
 from pathlib import Path
 
-from valpat_keras.cli._transfer_args import parse_image_size
+from valpat_keras.cli._transfer_args import dataset_entry, require_splits
+from valpat_keras.cli.arg_types import image_size, positive_int
+from valpat_keras.errors import InputError
 
 _TABLE_KEYS = ("rank1", "rank5", "rank10", "mAP", "mINP")
 
@@ -38,9 +41,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--config", default="tiny",
                         help="encoder configuration when --init random (default tiny)")
-    parser.add_argument("--image-size", type=parse_image_size, default=(256, 128),
+    parser.add_argument("--image-size", type=image_size, default=(256, 128),
                         metavar="HxW", help="input size (default 256x128)")
-    parser.add_argument("--batch-size", type=int, default=64,
+    parser.add_argument("--batch-size", type=positive_int, default=64,
                         help="images per forward pass (default 64)")
     parser.add_argument("--rerank", action="store_true",
                         help="also report k-reciprocal re-ranked scores")
@@ -63,38 +66,42 @@ def _embedding_model(init: str, config: str, image_size: tuple[int, int]):
 
     reid_model = Path(init) / MODEL_FILE
     if reid_model.is_file():
-        return keras.saving.load_model(reid_model).embedding_model
+        try:
+            model = keras.saving.load_model(reid_model)
+        except (OSError, ValueError, zipfile.BadZipFile) as err:
+            raise InputError(f"{reid_model}: cannot load the re-ID model ({err}); expected the "
+                             "reid_model.keras a `valpat reid` run writes") from err
+        return model.embedding_model
     return load_image_encoder(init, config=config, image_size=image_size)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluates, prints the table and writes the files; returns 0, or 1 on bad input."""
-    from valpat_keras.cli.common import parse_data_spec
-    from valpat_keras.data.errors import DatasetFormatError
-    from valpat_keras.data.registry import get_entry
+    """Evaluates, prints the table and writes the files; returns 0.
 
-    try:
-        name, root = parse_data_spec(args.data)
-        if root is None:
-            raise ValueError(f"--data {args.data!r}: expected NAME:ROOT, e.g. {name}:/data")
-        entry = get_entry(name)
-        if entry.kind != "reid" and name not in ("manifest", "folder"):
-            raise ValueError(f"--data {name!r} is a {entry.kind} dataset; valpat evaluate "
-                             "scores re-ID query/gallery splits")
-        dataset = entry.loader(root)
-        print(dataset.summary())
-        from valpat_keras.evaluation.plots import plot_cmc
-        from valpat_keras.run_outputs import write_json
-        from valpat_keras.tasks.reid_training import evaluate_reid_model
+    The query and gallery images are decoded first (once, cached, like the training
+    commands): unreadable ones are dropped and reported, and an empty split is an error.
 
-        model = _embedding_model(args.init, args.config, args.image_size)
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        metrics = evaluate_reid_model(model, dataset, args.image_size, args.batch_size,
-                                      rerank=args.rerank, plot_path=out / "ranked_results.png")
-    except (DatasetFormatError, FileNotFoundError, KeyError, ValueError) as err:
-        print(f"valpat evaluate: {err}", file=sys.stderr)
-        return 1
+    Raises:
+        InputError: Bad data or options (`valpat_keras.cli.main` prints it, exit status 2).
+    """
+    entry, root = dataset_entry(args.data, "evaluate")
+    if entry is None:
+        raise InputError(f"--data {args.data!r}: valpat evaluate reads a dataset folder; "
+                         "expected NAME:ROOT, e.g. market1501:/data")
+    options = {"verify_images": True, "kind": "reid"}
+    accepted = inspect.signature(entry.loader).parameters
+    dataset = entry.loader(root, **{k: v for k, v in options.items() if k in accepted})
+    print(dataset.summary())
+    require_splits(dataset, ("query", "gallery"), args.data)
+    from valpat_keras.evaluation.plots import plot_cmc
+    from valpat_keras.run_outputs import write_json
+    from valpat_keras.tasks.reid_training import evaluate_reid_model
+
+    model = _embedding_model(args.init, args.config, args.image_size)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = evaluate_reid_model(model, dataset, args.image_size, args.batch_size,
+                                  rerank=args.rerank, plot_path=out / "ranked_results.png")
     curves = {"plain": metrics["cmc"]}
     if "rerank" in metrics:
         curves["re-ranked"] = metrics["rerank"]["cmc"]

@@ -3,6 +3,12 @@
 The global ``--backend`` sets ``KERAS_BACKEND`` before anything imports Keras, so every
 subcommand module is imported only after the arguments are parsed. Each subcommand lives
 in its own module exposing ``add_parser(subparsers)`` and ``run(args) -> int``.
+
+Errors take one path: a bad option is refused while parsing (argparse, exit status 2); bad
+input found later (`valpat_keras.errors.InputError`, which `DatasetFormatError` is, or a
+missing file) is one line ``valpat COMMAND: error: ...`` on stderr and exit status 2; a loss
+that became NaN or infinite (`NonFiniteLossError`) is one line and exit status 3. Anything else
+is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -11,6 +17,9 @@ import argparse
 import importlib
 import os
 import sys
+
+from valpat_keras.errors import InputError, NonFiniteLossError
+from valpat_keras.quiet import quiet_frameworks
 
 #: Subcommand name -> module under `valpat_keras.cli`.
 COMMANDS: dict[str, str] = {
@@ -25,6 +34,11 @@ COMMANDS: dict[str, str] = {
 }
 
 BACKENDS = ("tensorflow", "jax", "torch")
+
+#: Exit status for bad input (the same as argparse's for a bad option).
+EXIT_BAD_INPUT = 2
+#: Exit status when training stopped on a NaN or infinite loss.
+EXIT_NON_FINITE_LOSS = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,7 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     _preparse_backend(argv)
     args = build_parser().parse_args(argv)
-    return int(args.run(args) or 0)
+    quiet_frameworks()
+    try:
+        return int(args.run(args) or 0)
+    except (InputError, FileNotFoundError) as error:
+        print(f"valpat {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except NonFiniteLossError as error:
+        print(f"valpat {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_NON_FINITE_LOSS
 
 
 if __name__ == "__main__":

@@ -16,7 +16,15 @@ from __future__ import annotations
 
 import argparse
 
-from valpat_keras.cli._transfer_args import parse_image_size
+from valpat_keras.cli.arg_types import (
+    fraction,
+    image_size,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    weights,
+)
+from valpat_keras.errors import InputError
 
 OBJECTIVES = ("ssl", "itc", "attr")
 
@@ -31,20 +39,8 @@ def parse_objectives(text: str) -> list[str]:
     return names
 
 
-def parse_loss_weights(text: str) -> dict[str, float]:
-    """Parses ``ssl=1,itc=0.5,attr=1`` into a dict."""
-    weights = {}
-    for item in (i.strip() for i in text.split(",") if i.strip()):
-        name, sep, value = item.partition("=")
-        try:
-            if not sep or name not in OBJECTIVES:
-                raise ValueError
-            weights[name] = float(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected NAME=WEIGHT pairs with NAME in {','.join(OBJECTIVES)}, e.g. "
-                f"ssl=1,itc=1,attr=0.5; got {text!r}")
-    return weights
+#: Parses ``ssl=1,itc=0.5,attr=1`` (weights >= 0) into a dict.
+parse_loss_weights = weights(OBJECTIVES, "ssl=1,itc=1,attr=0.5")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -67,22 +63,25 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--loss-weights", type=parse_loss_weights, default=None,
                         metavar="ssl=1,itc=1,attr=1", help="weight per objective (default 1)")
     length = parser.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=int, default=None, help="passes over the data")
-    length.add_argument("--steps", type=int, default=None, help="optimiser steps")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per step (32)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
-    parser.add_argument("--image-size", type=parse_image_size, default=None, metavar="HxW",
+    length.add_argument("--epochs", type=positive_int, default=None,
+                        help="passes over the data")
+    length.add_argument("--steps", type=positive_int, default=None, help="optimiser steps")
+    parser.add_argument("--batch-size", type=positive_int, default=32,
+                        help="images per step (32)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed (0)")
+    parser.add_argument("--image-size", type=image_size, default=None, metavar="HxW",
                         help="input size, e.g. 128x64 (default: the config's)")
-    parser.add_argument("--queue-size", type=int, default=None,
+    parser.add_argument("--queue-size", type=non_negative_int, default=None,
                         help="MoCo queue length, a multiple of the batch size (default: the "
                              "config's, at most a quarter of the images; 0: in-batch negatives)")
-    parser.add_argument("--momentum", type=float, default=None,
+    parser.add_argument("--momentum", type=fraction, default=None,
                         help="key encoder EMA momentum (default: from the run length, 0.99 for "
                              "a few hundred steps up to 0.999)")
     parser.add_argument("--views", choices=("reid", "moco_v2"), default="reid",
                         help="self-supervised view augmentation: reid (crop and flip; keeps "
                              "clothing colour) or moco_v2 (default reid)")
-    parser.add_argument("--learning-rate", type=float, default=1e-3, help="AdamW rate (1e-3)")
+    parser.add_argument("--learning-rate", type=positive_float, default=1e-3,
+                        help="AdamW rate (1e-3)")
     parser.add_argument("--mixed-precision", nargs="?", const="mixed_bfloat16", default=None,
                         choices=("mixed_bfloat16", "mixed_float16"),
                         help="mixed precision policy (flag alone: mixed_bfloat16)")
@@ -94,22 +93,26 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Runs the pretraining; returns the exit status (1 on bad input or a NaN loss)."""
-    from valpat_keras.data.errors import DatasetFormatError
+    """Runs the pretraining; returns 0.
+
+    Raises:
+        InputError: Bad data or options (`valpat_keras.cli.main` prints it, exit status 2).
+        NonFiniteLossError: The loss became NaN/inf (printed by `main`, exit status 3).
+    """
+    if args.queue_size is not None and args.queue_size % args.batch_size:
+        raise InputError(f"--queue-size {args.queue_size} must be a multiple of the batch size "
+                         f"(--batch-size {args.batch_size}): the queue is filled one batch at "
+                         "a time")
     from valpat_keras.tasks.pretraining import pretrain
 
-    try:
-        history = pretrain(
-            args.data, args.out, config=args.config, objectives=args.objectives,
-            loss_weights=args.loss_weights, epochs=args.epochs, steps=args.steps,
-            batch_size=args.batch_size, image_size=args.image_size, seed=args.seed,
-            queue_size=args.queue_size, momentum=args.momentum, augment=args.views,
-            learning_rate=args.learning_rate,
-            mixed_precision=args.mixed_precision, synthped_preset=args.synthped_preset,
-            verbose=2 if args.quiet else 1)
-    except (DatasetFormatError, ValueError, FloatingPointError) as error:
-        print(f"valpat pretrain: {error}")
-        return 1
+    history = pretrain(
+        args.data, args.out, config=args.config, objectives=args.objectives,
+        loss_weights=args.loss_weights, epochs=args.epochs, steps=args.steps,
+        batch_size=args.batch_size, image_size=args.image_size, seed=args.seed,
+        queue_size=args.queue_size, momentum=args.momentum, augment=args.views,
+        learning_rate=args.learning_rate,
+        mixed_precision=args.mixed_precision, synthped_preset=args.synthped_preset,
+        verbose=2 if args.quiet else 1)
     last = {k: round(v[-1], 4) for k, v in history.history.items()}
     print(f"Pretraining done: {last}\nWrote {args.out}/ (history.json, loss_curves.png, "
           f"pretrainer.keras, image_encoder/, backbone/)")

@@ -8,17 +8,30 @@ Example::
     valpat reid --data synthped --out runs/reid_demo --random-init --epochs 2 --image-size 64x32
 
 Supervised training is BoT (ID + triplet loss, BNNeck); ``--unsupervised`` is Cluster
-Contrast (DBSCAN pseudo-labels, cluster memory). Writes RUN_DIR/metrics.json (rank-1/5/10,
-mAP, mINP; ``rerank`` with --rerank), history.json, ranked_results.png, reid_model.keras and
-image_encoder/.
+Contrast (DBSCAN pseudo-labels, cluster memory). The best epoch is chosen on a validation
+split held out from the training identities (``--val-fraction``, default 0.1; 0 keeps the last
+epoch); the test query / gallery are scored once, at the end. Writes RUN_DIR/metrics.json
+(rank-1/5/10, mAP, mINP; ``rerank`` with --rerank; the selection), history.json,
+ranked_results.png, reid_model.keras and image_encoder/.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 
-from valpat_keras.cli._transfer_args import add_common_arguments, init_of, load_dataset
+from valpat_keras.cli._transfer_args import (
+    add_common_arguments,
+    init_of,
+    load_dataset,
+    require_splits,
+)
+from valpat_keras.cli.arg_types import (
+    fraction,
+    int_at_least,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -34,21 +47,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="ignore the train ids: Cluster Contrast with DBSCAN pseudo-labels")
     parser.add_argument("--rerank", action="store_true",
                         help="also report k-reciprocal re-ranked scores")
-    parser.add_argument("--p", type=int, default=16, help="identities per batch (default 16)")
-    parser.add_argument("--k", type=int, default=4, help="images per identity (default 4)")
+    parser.add_argument("--p", type=int_at_least(2, "a batch contrasts two identities at least"),
+                        default=16, help="identities per batch (default 16)")
+    parser.add_argument("--k", type=positive_int, default=4,
+                        help="images per identity (default 4)")
     parser.add_argument("--lr-schedule", choices=("step", "cosine"), default="step",
                         help="decay after the warm-up (default step: x0.1 at 40%% and 70%%)")
-    parser.add_argument("--warmup-epochs", type=int, default=None,
+    parser.add_argument("--warmup-epochs", type=non_negative_int, default=None,
                         help="linear warm-up epochs (default 10%% of the epochs; supervised)")
-    parser.add_argument("--freeze-backbone-epochs", type=int, default=0,
+    parser.add_argument("--freeze-backbone-epochs", type=non_negative_int, default=0,
                         help="train only the BNNeck and classifier first (supervised)")
-    parser.add_argument("--eval-every", type=int, default=1,
-                        help="evaluate and keep the best model every N epochs (default 1)")
-    parser.add_argument("--eps", type=float, default=0.6,
+    parser.add_argument("--val-fraction", type=fraction, default=0.1,
+                        metavar="FRACTION",
+                        help="share of the training identities held out to choose the best "
+                             "epoch on (default 0.1; 0: train on all, keep the last epoch)")
+    parser.add_argument("--eval-every", type=positive_int, default=1,
+                        help="evaluate on the validation split and keep the best model every "
+                             "N epochs (default 1)")
+    parser.add_argument("--eps", type=positive_float, default=0.6,
                         help="DBSCAN radius on the Jaccard distance (unsupervised; default 0.6)")
-    parser.add_argument("--min-samples", type=int, default=4,
+    parser.add_argument("--min-samples", type=positive_int, default=4,
                         help="DBSCAN core-point size (unsupervised; default 4)")
-    parser.add_argument("--k1", type=int, default=30,
+    parser.add_argument("--k1", type=positive_int, default=30,
                         help="k-reciprocal neighbourhood of the clustering distance (default 30)")
     parser.add_argument("--hard-memory", action="store_true",
                         help="update the cluster memory with the hardest instance")
@@ -56,32 +76,37 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Trains, evaluates and prints the metrics; returns 0, or 1 on bad input."""
-    from valpat_keras.data.errors import DatasetFormatError
+    """Trains, evaluates and prints the metrics; returns 0.
 
+    Raises:
+        InputError: Bad data or options (`valpat_keras.cli.main` prints it, exit status 2).
+    """
     init = init_of(args)
-    try:
-        dataset = load_dataset(args, "market1501")
-        print(dataset.summary())
-        from valpat_keras.tasks.reid_training import ReIDTrainingConfig, train_reid
+    dataset = load_dataset(args, "market1501")
+    print(dataset.summary())
+    require_splits(dataset, ("train", "query", "gallery"), args.data)
+    from valpat_keras.tasks.reid_training import ReIDTrainingConfig, train_reid
 
-        options = ReIDTrainingConfig(
-            lr_schedule=args.lr_schedule, warmup_epochs=args.warmup_epochs,
-            freeze_backbone_epochs=args.freeze_backbone_epochs, eval_every=args.eval_every,
-            eval_batch_size=args.batch_size, eps=args.eps, min_samples=args.min_samples,
-            k1=args.k1, hard_memory_update=args.hard_memory,
-            steps_per_epoch=args.steps_per_epoch)
-        if args.lr:
-            options.learning_rate = args.lr
-        metrics = train_reid(
-            dataset, args.out, init=init, config=args.config, unsupervised=args.unsupervised,
-            epochs=args.epochs, p=args.p, k=args.k, image_size=args.image_size or (256, 128),
-            seed=args.seed, rerank=args.rerank, options=options)
-    except (DatasetFormatError, FileNotFoundError, KeyError, ValueError) as err:
-        print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
-        return 1
+    options = ReIDTrainingConfig(
+        lr_schedule=args.lr_schedule, warmup_epochs=args.warmup_epochs,
+        freeze_backbone_epochs=args.freeze_backbone_epochs,
+        validation_fraction=args.val_fraction, eval_every=args.eval_every,
+        eval_batch_size=args.batch_size, eps=args.eps, min_samples=args.min_samples,
+        k1=args.k1, hard_memory_update=args.hard_memory,
+        steps_per_epoch=args.steps_per_epoch)
+    if args.lr:
+        options.learning_rate = args.lr
+    metrics = train_reid(
+        dataset, args.out, init=init, config=args.config, unsupervised=args.unsupervised,
+        epochs=args.epochs, p=args.p, k=args.k, image_size=args.image_size or (256, 128),
+        seed=args.seed, rerank=args.rerank, options=options)
     mode = "unsupervised" if args.unsupervised else "supervised"
-    print(f"{mode} ({init}): {_line(metrics)}")
+    if metrics["selection"] == "validation":
+        print(f"kept epoch {metrics['best_epoch'] + 1} of {metrics['epochs']} (validation mAP "
+              f"{100 * metrics['best_val_mAP']:.2f} on {metrics['num_val_ids']} held-out ids)")
+    else:
+        print(f"kept the last epoch of {metrics['epochs']} (no validation score)")
+    print(f"{mode} ({init}) test: {_line(metrics)}")
     if "rerank" in metrics:
         print(f"re-ranked: {_line(metrics['rerank'])}")
     print(f"wrote {args.out}/metrics.json, history.json, ranked_results.png, reid_model.keras")

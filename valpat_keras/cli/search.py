@@ -13,9 +13,14 @@ loads.
 from __future__ import annotations
 
 import argparse
-import sys
 
-from valpat_keras.cli._transfer_args import add_common_arguments, init_of, load_dataset
+from valpat_keras.cli._transfer_args import (
+    add_common_arguments,
+    init_of,
+    load_dataset,
+    require_splits,
+)
+from valpat_keras.cli.arg_types import weights
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -27,44 +32,31 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_common_arguments(parser, default_epochs=10)
     parser.add_argument("--text-config", default="tiny",
                         help="text encoder configuration for random init (default tiny)")
-    parser.add_argument("--loss-weights", default=None, metavar="itc=1,sdm=1,id=1",
-                        help="objective weights; 0 switches one off")
+    parser.add_argument("--loss-weights", type=weights(("itc", "sdm", "id"), "itc=1,sdm=1,id=0"),
+                        default=None, metavar="itc=1,sdm=1,id=1",
+                        help="objective weights (numbers >= 0); 0 switches one off")
     parser.set_defaults(run=run)
 
 
-def _parse_weights(text: str | None) -> dict[str, float] | None:
-    if not text:
-        return None
-    weights = {}
-    for item in text.split(","):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--loss-weights {text!r}: expected NAME=VALUE pairs, e.g. "
-                             "itc=1,sdm=1,id=0")
-        weights[key.strip()] = float(value)
-    return weights
-
-
 def run(args: argparse.Namespace) -> int:
-    """Trains, evaluates and prints the metrics; returns 0, or 1 on bad input."""
-    from valpat_keras.data.errors import DatasetFormatError
+    """Trains, evaluates and prints the metrics; returns 0.
 
+    Raises:
+        InputError: Bad data or options (`valpat_keras.cli.main` prints it, exit status 2).
+    """
     init = init_of(args)
-    try:
-        weights = _parse_weights(args.loss_weights)
-        dataset = load_dataset(args, "cuhk_pedes", kind="text")
-        print(dataset.summary())
-        from valpat_keras.tasks.search import train_search
+    dataset = load_dataset(args, "cuhk_pedes")
+    print(dataset.summary())
+    require_splits(dataset, ("train", "test" if dataset.test or not dataset.val else "val"),
+                   args.data)
+    from valpat_keras.tasks.search import train_search
 
-        options = {"learning_rate": args.lr} if args.lr else {}
-        metrics = train_search(
-            dataset, args.out, init=init, config=args.config, text_config=args.text_config,
-            epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
-            loss_weights=weights, seed=args.seed, steps_per_epoch=args.steps_per_epoch,
-            **options)
-    except (DatasetFormatError, FileNotFoundError, KeyError, ValueError) as err:
-        print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
-        return 1
+    options = {"learning_rate": args.lr} if args.lr else {}
+    metrics = train_search(
+        dataset, args.out, init=init, config=args.config, text_config=args.text_config,
+        epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
+        loss_weights=args.loss_weights, seed=args.seed, steps_per_epoch=args.steps_per_epoch,
+        **options)
     print(f"text-to-image ({init}): R1 {100 * metrics['R1']:.2f}  R5 {100 * metrics['R5']:.2f}"
           f"  R10 {100 * metrics['R10']:.2f}  mAP {100 * metrics['mAP']:.2f}  "
           f"mINP {100 * metrics['mINP']:.2f}")

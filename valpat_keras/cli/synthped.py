@@ -16,6 +16,9 @@ import argparse
 import time
 from pathlib import Path
 
+from valpat_keras.cli.arg_types import non_negative_int, positive_int, unit_interval
+from valpat_keras.errors import InputError
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Adds the `synthped` subcommand."""
@@ -26,17 +29,24 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("out_dir", metavar="OUT_DIR", help="output folder")
     parser.add_argument("--preset", choices=("tiny", "small", "default"), default="small",
                         help="dataset sizes (default: small, the CPU demo)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--height", type=int, default=None, help="image height (preset's)")
-    parser.add_argument("--width", type=int, default=None, help="image width (preset's)")
-    parser.add_argument("--difficulty", type=float, default=None,
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="random seed (default: 0)")
+    parser.add_argument("--height", type=positive_int, default=None,
+                        help="image height (preset's)")
+    parser.add_argument("--width", type=positive_int, default=None,
+                        help="image width (preset's)")
+    parser.add_argument("--difficulty", type=unit_interval, default=None,
                         help="identity difficulty in [0, 1] (default: 0.5)")
     parser.set_defaults(run=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    """Writes the datasets and the figure; prints what it wrote. Returns the exit status."""
+    """Writes the datasets and the figure; prints what it wrote. Returns 0.
+
+    Raises:
+        InputError: A configuration SynthPed cannot render, or an existing output folder.
+    """
     from valpat_keras.data.synthped import SynthPedConfig, plot_identity_grid, write_synthped
 
     overrides = {"seed": args.seed}
@@ -47,14 +57,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         config.validate()
     except ValueError as error:
-        print(f"valpat synthped: {error}")
-        return 2
+        raise InputError(str(error)) from None
     start = time.perf_counter()
     try:
         info = write_synthped(args.out_dir, config, progress=lambda m: print(f"  writing {m}"))
     except FileExistsError as error:
-        print(f"valpat synthped: {error}")
-        return 1
+        raise InputError(f"{error}; choose another OUT_DIR or remove it") from None
     figure = plot_identity_grid(info, Path(args.out_dir) / "synthped_grid.png")
     print(f"SynthPed ({args.preset}, {config.height}x{config.width}, seed {config.seed}, "
           f"difficulty {config.difficulty}) written in {time.perf_counter() - start:.1f} s:")

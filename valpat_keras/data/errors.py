@@ -11,8 +11,10 @@ import dataclasses
 import warnings
 from pathlib import Path
 
+from valpat_keras.errors import InputError
 
-class DatasetFormatError(ValueError):
+
+class DatasetFormatError(InputError):
     """A dataset file or folder is not in the expected format.
 
     Args:

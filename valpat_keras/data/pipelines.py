@@ -26,7 +26,7 @@ from valpat_keras.data.augment import (
     reid_train_augment,
     ssl_view_augment,
 )
-from valpat_keras.data.loaders._common import check_images as _check_image_headers
+from valpat_keras.data.loaders._common import check_images as _check_decodable
 from valpat_keras.data.records import PretrainRecord, ReIDRecord, TextRecord
 from valpat_keras.data.sampler import PKSampler
 from valpat_keras.data.tokenizer import CaptionTokenizer
@@ -36,7 +36,7 @@ Augment = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 
 
 def filter_readable(paths: Sequence[str], context: str = "") -> tuple[np.ndarray, list[str]]:
-    """Checks image headers and warns (count and files) about unreadable ones.
+    """Decodes the images (cached, see `check_images`) and warns about unreadable ones.
 
     Args:
         paths: Image files.
@@ -45,7 +45,7 @@ def filter_readable(paths: Sequence[str], context: str = "") -> tuple[np.ndarray
     Returns:
         ``(keep, skipped)``: a boolean mask over ``paths`` and the list of skipped files.
     """
-    skipped = _check_image_headers(paths)
+    skipped = _check_decodable(paths)
     skipped.warn(f"{context}: " if context else "")
     bad = set(skipped.paths)
     return np.asarray([str(p) not in bad for p in paths], dtype=bool), list(skipped.paths)
@@ -148,7 +148,7 @@ def labeled_image_dataset(paths: Sequence[str], labels: np.ndarray,
         augment: ``None`` follows ``training``; ``True`` uses `attribute_train_augment`; a
             callable ``(image, seed) -> image`` is used as is; ``False`` disables.
         drop_remainder: Drop the last incomplete batch.
-        check_images: Drop (and warn about) files whose header cannot be read.
+        check_images: Drop (and warn about) files that cannot be decoded.
 
     Returns:
         A dataset of ``(float32 (B, H, W, 3), labels (B, ...))``.
@@ -219,7 +219,7 @@ def pretrain_dataset(records: Sequence[PretrainRecord], image_size: tuple[int, i
         shuffle: Shuffle the records each epoch.
         drop_remainder: Drop the last incomplete batch (the MoCo queue needs a static batch).
         num_attributes: Length of the attribute vectors; inferred from the records if None.
-        check_images: Drop (and warn about) records whose image header cannot be read.
+        check_images: Drop (and warn about) records whose image cannot be decoded.
 
     Returns:
         A dataset of dict batches.
@@ -335,7 +335,7 @@ def reid_train_dataset(records: Sequence[ReIDRecord], image_size: tuple[int, int
         augment: ``True`` uses `reid_train_augment`, a callable ``(image, seed) -> image`` is
             used as is, ``False`` disables.
         epochs: Number of sampler epochs laid out in the dataset.
-        check_images: Drop (and warn about) records whose image header cannot be read.
+        check_images: Drop (and warn about) records whose image cannot be decoded.
 
     Returns:
         ``(dataset, steps_per_epoch)``; the dataset yields float32 ``(P*K, H, W, 3)`` images
@@ -379,7 +379,7 @@ def text_image_dataset(records: Sequence[TextRecord], tokenizer: CaptionTokenize
             ``False`` disables.
         shuffle: Shuffle the records each epoch.
         drop_remainder: Drop the last incomplete batch.
-        check_images: Drop (and warn about) records whose image header cannot be read.
+        check_images: Drop (and warn about) records whose image cannot be decoded.
 
     Returns:
         A dataset of dicts: float32 ``(B, H, W, 3)`` images, int32 ``(B, L)`` token ids,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import keras_hub
 
+from valpat_keras.errors import InputError
 from valpat_keras.models.backbone import ValPatBackbone
 from valpat_keras.models.image_encoder import ImageEncoder, build_image_encoder
 
@@ -19,6 +21,23 @@ def _looks_like_path(init: str) -> bool:
     return "/" in init or "\\" in init or init.startswith(".") or Path(init).exists()
 
 
+def _check_preset_files(preset: Path) -> None:
+    """Raises an `InputError` naming the file when a preset's JSON files do not parse.
+
+    keras-hub reads them with a bare ``json.load``, whose error names no file.
+    """
+    for name in ("config.json", "metadata.json"):
+        path = preset / name
+        if not path.is_file():
+            continue
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise InputError(f"{path}: corrupt preset file ({err}); expected the JSON that "
+                             "save_to_preset writes (copy the run folder again, or rerun "
+                             "the command that wrote it)") from None
+
+
 def _resize_encoder(encoder: ImageEncoder, image_size: tuple[int, int],
                     pooling: str | None) -> ImageEncoder:
     """Rebuilds ``encoder`` for another input size / pooling, keeping the backbone weights."""
@@ -30,7 +49,7 @@ def _resize_encoder(encoder: ImageEncoder, image_size: tuple[int, int],
     if tuple(encoder.image_shape) == image_shape and pooling == encoder.pooling:
         return encoder
     if is_vit and tuple(encoder.image_shape) != image_shape:
-        raise ValueError(
+        raise InputError(
             f"This ViT image encoder was built for images of {encoder.image_shape[:2]}; its "
             f"position embeddings cannot be reused for {image_shape[:2]}. Pass "
             f"image_size={tuple(encoder.image_shape[:2])}.")
@@ -71,7 +90,9 @@ def load_image_encoder(init: str = "random", config: str = "tiny",
     Raises:
         FileNotFoundError: ``init`` is a path without an encoder preset in it (the message
             names the folder and what was expected).
-        ValueError: A keras-hub preset name that cannot be loaded.
+        InputError: A keras-hub preset name that cannot be loaded, a preset whose JSON
+            files do not parse (the message names the file), or a ViT asked for another
+            image size (a `ValueError`).
     """
     if init == "random":
         return build_image_encoder(config, image_size=image_size, pooling=pooling,
@@ -88,13 +109,14 @@ def load_image_encoder(init: str = "random", config: str = "tiny",
                 f"containing {IMAGE_ENCODER_DIR}/config.json (written by `valpat pretrain "
                 f"--out RUN_DIR`) or a preset directory with config.json (written by "
                 f"ImageEncoder.save_to_preset).")
+        _check_preset_files(preset)
         encoder = ImageEncoder.from_preset(str(preset))
         return _resize_encoder(encoder, image_size, pooling)
     try:
         backbone = keras_hub.models.Backbone.from_preset(
             init, image_shape=(int(image_size[0]), int(image_size[1]), 3))
     except Exception as error:  # network, unknown name, or a non-image preset
-        raise ValueError(
+        raise InputError(
             f"Could not load the keras-hub preset {init!r} as an image backbone ({error}). "
             f"Use 'random', a pretraining run directory, a preset directory, or a keras-hub "
             f"ResNet/ViT preset name that is cached or downloadable (e.g. "
@@ -121,6 +143,7 @@ def load_backbone(run_dir: str | Path):
     Raises:
         FileNotFoundError: The backbone preset or the tokenizer is missing (the message
             names the folder and what was expected).
+        InputError: A JSON file of the preset does not parse (the message names it).
     """
     from valpat_keras.data.tokenizer import CaptionTokenizer
 
@@ -138,6 +161,7 @@ def load_backbone(run_dir: str | Path):
         raise FileNotFoundError(
             f"{backbone_dir}: no caption tokenizer found. Expected the folder "
             f"{tokenizer_dir} (CaptionTokenizer preset saved next to the backbone).")
+    _check_preset_files(backbone_dir)
     backbone = ValPatBackbone.from_preset(str(backbone_dir))
     loader = getattr(CaptionTokenizer, "from_preset", None) or CaptionTokenizer.load
     return backbone, loader(str(tokenizer_dir))

@@ -20,6 +20,7 @@ import numpy as np
 from keras import ops
 
 from valpat_keras.losses.attribute import prior_logits, weighted_bce
+from valpat_keras.models.batch_norm import freeze_batch_norm
 from valpat_keras.models.heads import AttributeHead
 
 #: The trained model `train_attributes` writes into its output folder.
@@ -104,6 +105,12 @@ class AttributeRecognizer(keras_hub.models.Task):
         head_lr_multiplier: float. Learning rate of the head relative to the encoder's when
             the optimizer is a `valpat_keras.optimizers.GroupedAdamW` (``compile`` sets it,
             also when a saved model is re-compiled). Defaults to ``10.0`` (Rethinking_of_PAR).
+        loss_weighting: str. ``"deepmar"`` (Rethinking_of_PAR's positive-ratio weights, the
+            default) or ``"balanced"`` (both classes weigh the same in total, the optimum of
+            mA); see `valpat_keras.losses.attribute.weighted_bce`.
+        freeze_backbone_batch_norm: bool. Keep the backbone's batch-norm statistics and
+            affine weights fixed (`valpat_keras.models.batch_norm.freeze_batch_norm`).
+            Defaults to ``False``.
         preprocessor: None. Images arrive already decoded (see `valpat_keras.data.pipelines`).
         **kwargs: Standard `keras_hub.models.Task` arguments (``name``, ``compile``).
 
@@ -127,6 +134,7 @@ class AttributeRecognizer(keras_hub.models.Task):
                  eval_indices: Sequence[int] | None = None,
                  label_smoothing: float = 0.0, dropout: float = 0.0,
                  head_batch_norm: bool = True, head_lr_multiplier: float = 10.0,
+                 loss_weighting: str = "deepmar", freeze_backbone_batch_norm: bool = False,
                  preprocessor=None, **kwargs):
         num_attributes = int(num_attributes)
         if positive_ratios is not None and len(positive_ratios) != num_attributes:
@@ -139,6 +147,10 @@ class AttributeRecognizer(keras_hub.models.Task):
                              f"{num_attributes} attributes")
         # === Layers ===
         self.backbone = backbone
+        if freeze_backbone_batch_norm:
+            # In the constructor, so a loaded model is frozen again before its optimizer is
+            # rebuilt (the saved optimizer holds state for the trainable variables only).
+            freeze_batch_norm(backbone)
         self.preprocessor = preprocessor
         self.feature_dropout = keras.layers.Dropout(dropout, name="feature_dropout")
         self.head = AttributeHead(num_attributes, batch_norm=head_batch_norm,
@@ -163,6 +175,8 @@ class AttributeRecognizer(keras_hub.models.Task):
         self.dropout = float(dropout)
         self.head_batch_norm = bool(head_batch_norm)
         self.head_lr_multiplier = float(head_lr_multiplier)
+        self.loss_weighting = str(loss_weighting)
+        self.freeze_backbone_batch_norm = bool(freeze_backbone_batch_norm)
         if self.positive_ratios is not None:
             self._set_prior_bias(self.positive_ratios)
         if compile_now:
@@ -180,7 +194,7 @@ class AttributeRecognizer(keras_hub.models.Task):
         initial value.
         """
         bias = self.head.norm.beta if self.head.norm is not None else self.head.dense.bias
-        bias.assign(prior_logits(ratios))
+        bias.assign(prior_logits(ratios, weighting=self.loss_weighting))
 
     def get_config(self):
         # The backbone is serialised by `Task.get_config`.
@@ -194,6 +208,8 @@ class AttributeRecognizer(keras_hub.models.Task):
             "dropout": self.dropout,
             "head_batch_norm": self.head_batch_norm,
             "head_lr_multiplier": self.head_lr_multiplier,
+            "loss_weighting": self.loss_weighting,
+            "freeze_backbone_batch_norm": self.freeze_backbone_batch_norm,
         })
         return config
 
@@ -237,7 +253,7 @@ class AttributeRecognizer(keras_hub.models.Task):
                   else [0.5] * self.num_attributes)
         labels = ops.cast(y, "float32")
         logits = ops.cast(y_pred, "float32")
-        loss = weighted_bce(labels, logits, ratios)
+        loss = weighted_bce(labels, logits, ratios, weighting=self.loss_weighting)
         if self.label_smoothing > 0:
             loss = loss + _smoothing_correction(labels, logits, ratios, self.label_smoothing)
         for extra in self.losses:
@@ -311,12 +327,57 @@ def _labels_of(records) -> np.ndarray:
     return np.stack([np.asarray(r.attributes) for r in records]).astype(np.float32)
 
 
+#: How `train_attributes` starts the head: the prior bias, or a linear probe (LP-FT).
+HEAD_INITS = ("auto", "prior", "linear_probe")
+
+
+def init_head_from_linear_probe(model: AttributeRecognizer, paths: Sequence[str],
+                                labels: np.ndarray, image_size: tuple[int, int],
+                                batch_size: int = 64, c: float = 0.1) -> None:
+    """Starts the head at a linear probe of the frozen encoder's features (LP-FT).
+
+    Fine-tuning a pretrained encoder under a head that starts from scratch distorts the
+    features before the head has learnt to read them (Kumar et al. 2022, "Fine-Tuning can
+    Distort Pretrained Features"); a linear probe first, then fine-tuning, keeps what the
+    encoder knows. The probe (`fit_attribute_probe`, balanced when the loss is) is fit on
+    the un-augmented training images; the logit batch norm is set to the identity on their
+    logits (``gamma`` the logits' std, ``beta`` and the moving mean their mean), so the
+    recognizer starts out predicting what the probe predicts.
+
+    Args:
+        model: The recognizer whose head is set.
+        paths: Training image paths.
+        labels: ``(N, A)`` training labels.
+        image_size: ``(height, width)``.
+        batch_size: Images per forward pass.
+        c: The probe's inverse regularisation strength.
+    """
+    from valpat_keras.evaluation.features import extract_features
+    from valpat_keras.evaluation.linear_probe import fit_attribute_probe
+
+    features = extract_features(model.backbone, list(paths), image_size, batch_size,
+                                flip=False, normalize=False, verbose=False).features
+    weights, bias = fit_attribute_probe(features, labels, c,
+                                        balanced=model.loss_weighting == "balanced")
+    model.head.dense.kernel.assign(weights)
+    model.head.dense.bias.assign(bias)
+    norm = model.head.norm
+    if norm is not None:
+        logits = features @ weights + bias
+        mean, var = logits.mean(axis=0), logits.var(axis=0)
+        norm.moving_mean.assign(mean)
+        norm.moving_variance.assign(var)
+        norm.gamma.assign(np.sqrt(var + norm.epsilon))
+        norm.beta.assign(mean)
+
+
 def train_attributes(dataset, out_dir: str | Path, init: str = "random", config: str = "tiny",
                      epochs: int = 10, batch_size: int = 32,
                      image_size: tuple[int, int] = (256, 128), learning_rate: float = 3e-4,
                      weight_decay: float = 5e-4, label_smoothing: float = 0.0,
                      pooling: str = "gem", augment: bool = True, seed: int = 0,
                      head_lr_multiplier: float = 10.0, freeze_batch_norm: bool | None = None,
+                     loss_weighting: str = "balanced", head_init: str = "auto",
                      zero_shot: bool = False, zero_shot_prompts=None,
                      steps_per_epoch: int | None = None, verbose: int | str = "auto") -> dict:
     """Fine-tunes an `AttributeRecognizer` on an `AttributeDataset` and evaluates it.
@@ -350,6 +411,13 @@ def train_attributes(dataset, out_dir: str | Path, init: str = "random", config:
         freeze_batch_norm: Keep the encoder's batch-norm statistics and affine weights
             fixed (`valpat_keras.models.batch_norm.freeze_batch_norm`). ``None`` (default)
             freezes them when ``init`` is pretrained and trains them from random init.
+        loss_weighting: ``"balanced"`` (default: positives and negatives weigh the same in
+            total, the optimum of mA) or ``"deepmar"`` (Rethinking_of_PAR's weights); see
+            `valpat_keras.losses.attribute.weighted_bce`.
+        head_init: ``"prior"`` (the head's bias at the prior logits), ``"linear_probe"``
+            (`init_head_from_linear_probe`: LP-FT) or ``"auto"`` (default): the linear probe
+            from a pretrained ``init``, the prior from random init, whose features hold
+            nothing a probe could keep.
         label_smoothing: Smoothing of the 0/1 targets.
         pooling: ``"gem"`` or ``"avg"`` feature pooling.
         augment: Apply the attribute training augmentation.
@@ -365,6 +433,12 @@ def train_attributes(dataset, out_dir: str | Path, init: str = "random", config:
     Returns:
         The metrics dict written to ``metrics.json``.
 
+    Raises:
+        InputError: Bad input (no train or test images, a zero-shot run without a
+            pretraining run folder, a batch size below 1).
+        NonFiniteLossError: A loss became NaN or infinite; training stops at that batch
+            and nothing is written.
+
     Example:
 
     ```python
@@ -375,16 +449,22 @@ def train_attributes(dataset, out_dir: str | Path, init: str = "random", config:
     ```
     """
     from valpat_keras.data.pipelines import labeled_image_dataset
+    from valpat_keras.errors import InputError
     from valpat_keras.evaluation import evaluate_attributes, plot_attribute_bars
     from valpat_keras.losses.attribute import positive_ratios
-    from valpat_keras.models.batch_norm import freeze_batch_norm as freeze_norms
     from valpat_keras.models.init import load_image_encoder
     from valpat_keras.optimizers import GroupedAdamW
     from valpat_keras.run_outputs import write_json
+    from valpat_keras.tasks.callbacks import TerminateOnNonFiniteLoss
 
     if not dataset.train or not dataset.test:
-        raise ValueError(f"{dataset.name}: attribute training needs train and test images "
-                         f"(got {len(dataset.train)} train, {len(dataset.test)} test)")
+        raise InputError(f"{dataset.name} ({dataset.root}): attribute training needs train "
+                         f"and test images (got {len(dataset.train)} train, "
+                         f"{len(dataset.test)} test)")
+    if head_init not in HEAD_INITS:
+        raise InputError(f"head_init must be one of {HEAD_INITS}, got {head_init!r}")
+    if int(batch_size) <= 0:
+        raise InputError(f"batch_size must be a positive integer, got {batch_size}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(seed)
@@ -398,7 +478,7 @@ def train_attributes(dataset, out_dir: str | Path, init: str = "random", config:
         from valpat_keras.tasks.zero_shot import evaluate_zero_shot, resolve_prompts
 
         if init == "random":
-            raise ValueError("zero_shot=True needs init=RUN_DIR, a pretraining run folder "
+            raise InputError("zero_shot=True needs init=RUN_DIR, a pretraining run folder "
                              "with the image-text backbone (backbone/)")
         resolve_prompts(dataset.attribute_names, zero_shot_prompts)
         zero_shot_model = load_backbone(init)
@@ -407,14 +487,18 @@ def train_attributes(dataset, out_dir: str | Path, init: str = "random", config:
     encoder = load_image_encoder(init, config=config, image_size=image_size, pooling=pooling)
     if freeze_batch_norm is None:
         freeze_batch_norm = str(init) != "random"
-    if freeze_batch_norm:
-        freeze_norms(encoder)
     model = AttributeRecognizer(
         encoder, num_attributes=train_labels.shape[1],
         positive_ratios=positive_ratios(train_labels),
         attribute_names=dataset.all_attribute_names, eval_indices=dataset.eval_indices,
         label_smoothing=label_smoothing, head_lr_multiplier=head_lr_multiplier,
+        loss_weighting=loss_weighting, freeze_backbone_batch_norm=freeze_batch_norm,
         name="attribute_recognizer")
+    if head_init == "auto":
+        head_init = "prior" if str(init) == "random" else "linear_probe"
+    if head_init == "linear_probe":
+        init_head_from_linear_probe(model, [r.path for r in dataset.train], train_labels,
+                                    image_size, batch_size)
     train_ds = labeled_image_dataset([r.path for r in dataset.train], train_labels,
                                      image_size=image_size, batch_size=batch_size,
                                      training=True, seed=seed, augment=augment)
@@ -430,7 +514,8 @@ def train_attributes(dataset, out_dir: str | Path, init: str = "random", config:
                                        image_size=image_size, batch_size=batch_size,
                                        training=False, seed=seed)
     history = model.fit(train_ds, epochs=epochs, validation_data=val_ds, shuffle=False,
-                        steps_per_epoch=steps if steps_per_epoch else None, verbose=verbose)
+                        steps_per_epoch=steps if steps_per_epoch else None, verbose=verbose,
+                        callbacks=[TerminateOnNonFiniteLoss(raise_error=True)])
 
     test_labels = _labels_of(dataset.test)[:, dataset.eval_indices]
     probs = model.predict_probabilities([r.path for r in dataset.test], batch_size=batch_size)
@@ -448,7 +533,8 @@ def train_attributes(dataset, out_dir: str | Path, init: str = "random", config:
                             title=f"{dataset.name}: zero-shot mA per attribute")
     metrics.update({"dataset": dataset.name, "init": str(init), "config": config,
                     "epochs": int(epochs), "learning_rate": float(learning_rate),
-                    "head_lr_multiplier": float(head_lr_multiplier),
+                    "head_lr_multiplier": float(head_lr_multiplier), "loss_weighting": loss_weighting,
+                    "head_init": head_init,
                     "freeze_batch_norm": bool(freeze_batch_norm), "num_train": len(dataset.train),
                     "num_test": len(dataset.test), "seconds": round(time.time() - started, 1)})
 

@@ -19,6 +19,10 @@ from valpat_keras.losses.contrastive import info_nce, symmetric_info_nce
 from valpat_keras.models.backbone import ValPatBackbone
 from valpat_keras.models.heads import AttributeHead, PredictionHead, ProjectionHead
 from valpat_keras.models.image_encoder import ImageEncoder
+from valpat_keras.tasks.callbacks import TerminateOnNonFiniteLoss
+
+#: The former name of the NaN guard, now shared by every task (`valpat_keras.tasks.callbacks`).
+TerminateOnNaNWithMessage = TerminateOnNonFiniteLoss
 
 OBJECTIVES = ("ssl", "itc", "attr")
 
@@ -344,32 +348,3 @@ class ValPatPretrainer(keras.Model):
         config["backbone"] = keras.layers.deserialize(config["backbone"],
                                                       custom_objects=custom_objects)
         return cls(**config)
-
-
-class TerminateOnNaNWithMessage(keras.callbacks.Callback):
-    """Stops training at the first NaN or infinite loss and says where and which objective.
-
-    After ``fit``, ``callback.message`` is ``None`` or the explanation (the `pretrain`
-    function raises it as a `FloatingPointError`).
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.message = None
-        self._epoch = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        logs = logs or {}
-        loss = logs.get("loss")
-        if loss is None or np.isfinite(float(loss)):
-            return
-        bad = [k for k, v in logs.items() if k.endswith("_loss") and not np.isfinite(float(v))]
-        self.message = (
-            f"Training stopped: the loss became {float(loss)} at epoch {self._epoch + 1}, "
-            f"batch {batch + 1} (non-finite: {', '.join(bad) or 'loss'}). Try a lower learning "
-            f"rate, fewer mixed-precision float16 steps (use mixed_bfloat16) or check the data.")
-        print("\n" + self.message)
-        self.model.stop_training = True

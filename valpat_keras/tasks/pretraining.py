@@ -27,6 +27,8 @@ import keras
 import numpy as np
 
 from valpat_keras.data.records import PretrainDataset
+from valpat_keras.errors import InputError, NonFiniteLossError
+from valpat_keras.run_outputs import write_json
 
 #: Named pretraining configurations: encoder sizes, head widths and default sizes.
 PRETRAIN_CONFIGS: dict[str, dict[str, Any]] = {
@@ -48,7 +50,8 @@ def load_pretrain_data(data: PretrainDataset | str | Path | None, out_dir: Path,
             (``luperson_ta`` loader); a SynthPed output folder (its ``pretrain/``); a folder
             of images (``image_folder``: no captions, no attributes); or ``None``: generate
             SynthPed (``synthped_preset``) into ``out_dir/synthped``. Files read from a
-            path have every image header checked: unreadable images are dropped and reported.
+            path have every image decoded (once, cached): unreadable ones are dropped and
+            reported.
         out_dir: The run directory.
         synthped_preset: SynthPed size generated when ``data`` is None.
         seed: SynthPed seed.
@@ -71,7 +74,7 @@ def load_pretrain_data(data: PretrainDataset | str | Path | None, out_dir: Path,
     if (path / "pretrain" / "manifest.jsonl").is_file():
         path = path / "pretrain"
     # A user's files: unreadable images are dropped, counted and reported before training
-    # (a header read each) rather than failing inside the input pipeline later.
+    # rather than failing inside the input pipeline later.
     if path.is_file() or (path / "manifest.jsonl").is_file():
         return datasets.load("luperson_ta", str(path), verify_images=True)
     return datasets.load("image_folder", str(path), verify_images=True)
@@ -99,7 +102,7 @@ def _resolve_objectives(objectives: Sequence[str], loss_weights: Mapping[str, fl
             weights.pop(name)
     weights = {k: v for k, v in weights.items() if v}
     if not weights:
-        raise ValueError(f"No objective left to train on {dataset.name} ({dataset.root}); "
+        raise InputError(f"No objective left to train on {dataset.name} ({dataset.root}); "
                          "ssl needs only images, itc captions, attr attribute labels.")
     return weights
 
@@ -157,10 +160,6 @@ class StopAtStep(keras.callbacks.Callback):
         # The optimiser's counter survives BackupAndRestore; a Python counter would not.
         if int(self.model.optimizer.iterations.numpy()) >= self.steps:
             self.model.stop_training = True
-
-
-def _write_json(path: Path, payload: Any) -> None:
-    path.write_text(json.dumps(payload, indent=2) + "\n")
 
 
 def plot_history(history: Mapping[str, Sequence[float]], path: str | Path) -> Path:
@@ -246,26 +245,33 @@ def pretrain(data: PretrainDataset | str | Path | None, out_dir: str | Path,
         The `keras.callbacks.History` of the run.
 
     Raises:
-        ValueError: Unknown config, a batch size that does not divide the queue, too few
-            images for one batch, or no objective the data supports.
-        FloatingPointError: The loss became NaN/inf (the message says where).
+        InputError: Unknown config, a batch size that does not divide the queue, no images
+            or too few for one batch, no objective the data supports, or an unreadable
+            checkpoint left by an earlier run (a `ValueError`).
+        NonFiniteLossError: The loss became NaN/inf (a `FloatingPointError`; the message
+            names the loss term and the step). ``history.json`` holds the epochs so far,
+            the non-finite values written as null.
     """
     from valpat_keras.data.pipelines import pretrain_dataset
     from valpat_keras.data.tokenizer import CaptionTokenizer
     from valpat_keras.losses.attribute import positive_ratios
     from valpat_keras.models import ValPatBackbone, build_image_encoder, build_text_encoder
     from valpat_keras.models.init import BACKBONE_DIR, IMAGE_ENCODER_DIR, TOKENIZER_DIR
-    from valpat_keras.tasks.pretrainer import TerminateOnNaNWithMessage, ValPatPretrainer
+    from valpat_keras.tasks.callbacks import TerminateOnNonFiniteLoss
+    from valpat_keras.tasks.pretrainer import ValPatPretrainer
 
     if config not in PRETRAIN_CONFIGS:
-        raise ValueError(f"Unknown pretraining config {config!r}; choose one of "
+        raise InputError(f"Unknown pretraining config {config!r}; choose one of "
                          f"{sorted(PRETRAIN_CONFIGS)}")
     if epochs is not None and steps is not None:
-        raise ValueError("Give epochs or steps, not both.")
+        raise InputError("Give epochs or steps, not both.")
+    for name, value in (("batch_size", batch_size), ("epochs", epochs), ("steps", steps)):
+        if value is not None and int(value) <= 0:
+            raise InputError(f"{name} must be a positive integer, got {value}")
     preset = PRETRAIN_CONFIGS[config]
     image_size = tuple(image_size or preset["image_size"])
     if queue_size is not None and int(queue_size) % batch_size:
-        raise ValueError(f"The queue size ({queue_size}) must be a multiple of the batch size "
+        raise InputError(f"The queue size ({queue_size}) must be a multiple of the batch size "
                          f"({batch_size}): the queue is filled one batch at a time.")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -273,9 +279,15 @@ def pretrain(data: PretrainDataset | str | Path | None, out_dir: str | Path,
     dataset = load_pretrain_data(data, out_dir, synthped_preset=synthped_preset, seed=seed)
     weights = _resolve_objectives(objectives, loss_weights, dataset)
     num_batches = len(dataset.records) // batch_size
+    if not dataset.records:
+        dropped = sum(dataset.skipped.values())
+        raise InputError(f"{dataset.root}: no images to pretrain on"
+                         + (f" ({dropped} dropped: see the summary)" if dropped else "")
+                         + f"; expected at least one batch ({batch_size}) of readable images")
     if num_batches == 0:
-        raise ValueError(f"{dataset.name} ({dataset.root}) has {len(dataset.records)} images, "
-                         f"fewer than one batch of {batch_size}; lower --batch-size.")
+        raise InputError(f"{dataset.name} ({dataset.root}) has {len(dataset.records)} images, "
+                         f"fewer than one batch of {batch_size}; lower the batch size "
+                         "(--batch-size).")
     if steps is not None:
         steps_per_epoch = min(int(steps), num_batches)
         num_epochs = math.ceil(int(steps) / steps_per_epoch)
@@ -297,7 +309,7 @@ def pretrain(data: PretrainDataset | str | Path | None, out_dir: str | Path,
         "vocabulary_size": vocabulary_size, "sequence_length": sequence_length,
         "augment": augment, "backend": keras.backend.backend(),
     }
-    _write_json(out_dir / "config.json", run_config)
+    write_json(out_dir / "config.json", run_config)
     captions = [c for r in dataset.records for c in r.captions]
     tokenizer = (CaptionTokenizer.from_captions(captions, vocabulary_size=vocabulary_size,
                                                 sequence_length=sequence_length)
@@ -333,19 +345,21 @@ def pretrain(data: PretrainDataset | str | Path | None, out_dir: str | Path,
             momentum=momentum,
             momentum_schedule_steps=total_steps if momentum_schedule else 0)
         model.compile(learning_rate=learning_rate)
-        nan_guard = TerminateOnNaNWithMessage()
+        _check_checkpoint_metadata(out_dir / "checkpoints")
+        nan_guard = TerminateOnNonFiniteLoss()
         callbacks = [keras.callbacks.BackupAndRestore(str(out_dir / "checkpoints")), nan_guard]
         if steps is not None:
             callbacks.append(StopAtStep(total_steps))
-        print(f"{dataset.summary()}\nobjectives {weights}, {num_epochs} epoch(s) x "
-              f"{steps_per_epoch} steps, batch {batch_size}, images {image_size}, "
-              f"backend {keras.backend.backend()}")
+        if verbose:
+            print(f"{dataset.summary()}\nobjectives {weights}, {num_epochs} epoch(s) x "
+                  f"{steps_per_epoch} steps, batch {batch_size}, images {image_size}, "
+                  f"backend {keras.backend.backend()}")
         history = model.fit(train_data, epochs=num_epochs, steps_per_epoch=steps_per_epoch,
                             callbacks=callbacks, verbose=verbose, shuffle=False)
         values = {k: [float(v) for v in vs] for k, vs in history.history.items()}
-        _write_json(out_dir / "history.json", values)
+        write_json(out_dir / "history.json", values)
         if nan_guard.message:
-            raise FloatingPointError(nan_guard.message)
+            raise NonFiniteLossError(nan_guard.message)
         plot_history(values, out_dir / "loss_curves.png")
         model.save(str(out_dir / "pretrainer.keras"))
         backbone.image_encoder.save_to_preset(str(out_dir / IMAGE_ENCODER_DIR))
@@ -355,6 +369,20 @@ def pretrain(data: PretrainDataset | str | Path | None, out_dir: str | Path,
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
     return history
+
+
+def _check_checkpoint_metadata(folder: Path) -> None:
+    # BackupAndRestore reads this file with a bare json.loads: a corrupt one (a kill while
+    # it was written) would fail inside fit without the file's name.
+    path = folder / "training_metadata.json"
+    if not path.is_file():
+        return
+    try:
+        json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: corrupt checkpoint metadata ({err}); expected the JSON "
+                         "written by an interrupted run. Delete the checkpoints folder to "
+                         "start over.") from None
 
 
 def run_config_of(out_dir: str | Path) -> dict:

@@ -440,6 +440,12 @@ def train_search(dataset, out_dir: str | Path, init: str = "random", config: str
     Returns:
         The metrics dict written to ``metrics.json``.
 
+    Raises:
+        InputError: Bad input (no train or test records, an image size the pretrained
+            backbone cannot take, a batch size below 1).
+        NonFiniteLossError: A loss became NaN or infinite; training stops at that batch
+            and nothing is written.
+
     Example:
 
     ```python
@@ -450,14 +456,19 @@ def train_search(dataset, out_dir: str | Path, init: str = "random", config: str
     ```
     """
     from valpat_keras.data.pipelines import text_image_dataset
+    from valpat_keras.errors import InputError
     from valpat_keras.evaluation import plot_text_retrieval
     from valpat_keras.models.init import BACKBONE_DIR, TOKENIZER_DIR, load_backbone
     from valpat_keras.run_outputs import write_json
+    from valpat_keras.tasks.callbacks import TerminateOnNonFiniteLoss
 
     eval_records = dataset.test or dataset.val
     if not dataset.train or not eval_records:
-        raise ValueError(f"{dataset.name}: text search needs train and test (or val) records "
-                         f"(got {len(dataset.train)} train, {len(dataset.test)} test)")
+        raise InputError(f"{dataset.name} ({dataset.root}): text search needs train and test "
+                         f"(or val) records (got {len(dataset.train)} train, "
+                         f"{len(dataset.test)} test)")
+    if int(batch_size) <= 0:
+        raise InputError(f"batch_size must be a positive integer, got {batch_size}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(seed)
@@ -472,7 +483,7 @@ def train_search(dataset, out_dir: str | Path, init: str = "random", config: str
         backbone, tokenizer = load_backbone(init)
         native = tuple(backbone.image_encoder.image_shape[:2])
         if image_size is not None and tuple(image_size) != native:
-            raise ValueError(f"the pretrained backbone in {init} takes images of {native}; "
+            raise InputError(f"the pretrained backbone in {init} takes images of {native}; "
                              f"got image_size={tuple(image_size)}. Fine-tune at {native}.")
         image_size = native
     image_size = (int(image_size[0]), int(image_size[1]))
@@ -494,7 +505,8 @@ def train_search(dataset, out_dir: str | Path, init: str = "random", config: str
         learning_rate, decay_steps=max(1, epochs * steps), alpha=0.01)
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=weight_decay))
     history = model.fit(train_ds, epochs=epochs, shuffle=False,
-                        steps_per_epoch=steps if steps_per_epoch else None, verbose=verbose)
+                        steps_per_epoch=steps if steps_per_epoch else None, verbose=verbose,
+                        callbacks=[TerminateOnNonFiniteLoss(raise_error=True)])
 
     result = evaluate_search(backbone, tokenizer, eval_records, batch_size=batch_size,
                              image_to_text=image_to_text)

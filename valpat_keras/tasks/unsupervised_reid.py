@@ -25,9 +25,11 @@ from valpat_keras.data.records import ReIDRecord
 from valpat_keras.losses.reid import cluster_contrast_loss, update_cluster_memory
 from valpat_keras.models.reid_head import BNNeck
 from valpat_keras.tasks.clustering import (
+    AUTO_EPS_RHO,
     cluster_centroids,
     cluster_pseudo_labels,
     clustering_stats,
+    eps_from_distances,
 )
 from valpat_keras.tasks.reid import restore_compile
 
@@ -189,9 +191,9 @@ class ClusterContrastReID(keras_hub.models.Task):
 
 
 def pseudo_label_epoch(model: ClusterContrastReID, records: Sequence[ReIDRecord],
-                       image_size: tuple[int, int], eps: float = 0.6, min_samples: int = 4,
+                       image_size: tuple[int, int], eps: float | str = 0.6, min_samples: int = 4,
                        k1: int = 30, k2: int = 6, batch_size: int = 64,
-                       true_ids: np.ndarray | None = None
+                       true_ids: np.ndarray | None = None, rho: float | None = None
                        ) -> tuple[list[ReIDRecord], dict]:
     """Embeds all training images, clusters them and loads the memory.
 
@@ -199,36 +201,41 @@ def pseudo_label_epoch(model: ClusterContrastReID, records: Sequence[ReIDRecord]
         model: The model being trained.
         records: Training records (their pids are only used as ``true_ids`` if given).
         image_size: ``(height, width)``.
-        eps: DBSCAN radius on the Jaccard distance.
+        eps: DBSCAN radius on the Jaccard distance, or ``"auto"`` (`eps_from_distances`).
         min_samples: DBSCAN core-point size.
         k1: k-reciprocal neighbourhood size of the Jaccard distance.
         k2: Query-expansion size of the Jaccard distance.
         batch_size: Images per forward pass.
         true_ids: Ground-truth ids for the log (ARI / NMI), or None.
+        rho: Share of the closest pairs behind ``eps="auto"`` (default `AUTO_EPS_RHO`).
 
     Returns:
         ``(pseudo_records, stats)``: the clustered images with their cluster index as pid
-        (outliers dropped), and the `ClusteringStats` as a dict.
+        (outliers dropped), and the `ClusteringStats` as a dict with the radius used (``eps``).
     """
     from valpat_keras.evaluation.features import extract_features
     from valpat_keras.evaluation.reranking import jaccard_distance
 
     features = extract_features(model.embedding_model, list(records), image_size, batch_size=batch_size,
                                 flip=False, normalize=True, verbose=False).features
-    labels = cluster_pseudo_labels(jaccard_distance(features, k1=k1, k2=k2), eps, min_samples)
+    distance = jaccard_distance(features, k1=k1, k2=k2)
+    radius = (eps_from_distances(distance, rho or AUTO_EPS_RHO) if eps == "auto"
+              else float(eps))
+    labels = cluster_pseudo_labels(distance, radius, min_samples)
     stats = clustering_stats(labels, true_ids)
     if stats.num_clusters:
         model.set_centroids(cluster_centroids(features, labels, stats.num_clusters))
     pseudo = [ReIDRecord(r.path, int(label), r.camid)
               for r, label in zip(records, labels) if label >= 0]
-    return pseudo, stats.as_dict()
+    return pseudo, {**stats.as_dict(), "eps": radius}
 
 
 def fit_cluster_contrast(model: ClusterContrastReID, records: Sequence[ReIDRecord],
                          epochs: int, image_size: tuple[int, int], p: int = 16, k: int = 4,
-                         seed: int = 0, eps: float = 0.6, min_samples: int = 4, k1: int = 30,
+                         seed: int = 0, eps: float | str = 0.6, min_samples: int = 4, k1: int = 30,
                          k2: int = 6, steps_per_epoch: int | None = None,
                          augment: bool = True, use_true_ids: bool = True,
+                         rho: float | None = None,
                          callbacks: Sequence[keras.callbacks.Callback] = (),
                          verbose: int = 0) -> list[dict]:
     """The Cluster Contrast training loop: re-cluster, reset the memory, train one epoch.
@@ -241,13 +248,14 @@ def fit_cluster_contrast(model: ClusterContrastReID, records: Sequence[ReIDRecor
         p: Pseudo-identities per batch (all the clusters when there are fewer).
         k: Images per pseudo-identity.
         seed: Seed of the sampler and augmentation (epoch ``e`` uses ``seed + e``).
-        eps: DBSCAN radius.
+        eps: DBSCAN radius, or ``"auto"``: read off each round's distances.
         min_samples: DBSCAN core-point size.
         k1: Jaccard k-reciprocal size.
         k2: Jaccard query-expansion size.
         steps_per_epoch: Batches per epoch (default: the sampler's epoch).
         augment: Apply the re-ID training augmentation.
         use_true_ids: Log ARI / NMI of the pseudo-labels against the records' pids.
+        rho: Share of the closest pairs behind ``eps="auto"`` (default `AUTO_EPS_RHO`).
         callbacks: Keras callbacks for every epoch's ``fit`` (e.g. `ReIDEvaluationCallback`).
         verbose: ``fit`` verbosity.
 
@@ -262,7 +270,7 @@ def fit_cluster_contrast(model: ClusterContrastReID, records: Sequence[ReIDRecor
     history = []
     for epoch in range(epochs):
         pseudo, stats = pseudo_label_epoch(model, records, image_size, eps, min_samples, k1, k2,
-                                           true_ids=true_ids)
+                                           true_ids=true_ids, rho=rho)
         entry = {"epoch": epoch, **stats}
         if stats["num_clusters"] < 2:
             # Contrast needs two clusters at least: skip this round; the log shows why.

@@ -7,7 +7,10 @@ helpers so that bad input always ends as one `DatasetFormatError` naming the fil
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -99,28 +102,145 @@ def list_images(folder: str | Path, extensions: Sequence[str] = IMAGE_EXTENSIONS
                   and not p.name.startswith("._"))
 
 
-def check_images(paths: Iterable[str | Path]) -> SkippedImages:
-    """Opens each image's header with PIL and reports the ones that cannot be read.
+#: Formats the tf.data pipelines decode (`tf.io.decode_image`), as PIL names them.
+DECODABLE_FORMATS: frozenset[str] = frozenset({"JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP"})
 
-    Only the header is parsed (no pixel decoding), so a 100k-image set is checked in seconds.
+#: Environment variable naming the cache folder (empty: no cache).
+CACHE_ENV = "VALPAT_CACHE"
+_CACHE_FILE = "image_checks.sqlite"
+
+
+def cache_dir() -> Path | None:
+    """The folder of valpat's caches: ``$VALPAT_CACHE``, else ``~/.cache/valpat_keras``.
+
+    ``VALPAT_CACHE=""`` switches caching off (returns None).
+    """
+    value = os.environ.get(CACHE_ENV)
+    if value is not None:
+        return Path(value).expanduser() if value.strip() else None
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "valpat_keras"
+
+
+def _decode_problem(path: str) -> str | None:
+    """Decodes the whole image (not only its header); None when it is readable."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            width, height = image.size
+            image_format = image.format
+    except FileNotFoundError:
+        return "missing"
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError,
+            Image.DecompressionBombError) as err:
+        return f"unreadable: {type(err).__name__} ({err})"
+    if width <= 0 or height <= 0:
+        return "empty image"
+    if image_format not in DECODABLE_FORMATS:
+        return (f"unsupported format {image_format} (the input pipelines decode "
+                "JPEG, PNG, GIF, BMP and WebP)")
+    return None
+
+
+class _CheckCache:
+    """Results of earlier checks keyed by (path, size, mtime), in one SQLite file.
+
+    SQLite, so that two runs (or two processes of one run) can share it safely. A cache
+    that cannot be opened or written (read-only home, full disk) is simply not used.
+    """
+
+    def __init__(self, folder: Path | None):
+        self._db = None
+        if folder is None:
+            return
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(folder / _CACHE_FILE), timeout=30)
+            self._db.execute("CREATE TABLE IF NOT EXISTS images (path TEXT PRIMARY KEY, "
+                             "size INTEGER, mtime_ns INTEGER, problem TEXT)")
+        except (OSError, sqlite3.Error):
+            self._db = None
+
+    def lookup(self, path: str, size: int, mtime_ns: int) -> tuple[bool, str | None]:
+        """``(found, problem)`` for a file of this size and mtime checked before."""
+        if self._db is None:
+            return False, None
+        try:
+            row = self._db.execute("SELECT size, mtime_ns, problem FROM images WHERE path = ?",
+                                   (path,)).fetchone()
+        except sqlite3.Error:
+            return False, None
+        if row is None or (row[0], row[1]) != (size, mtime_ns):
+            return False, None
+        return True, row[2]
+
+    def store(self, rows: list[tuple[str, int, int, str | None]]) -> None:
+        if self._db is None or not rows:
+            return
+        try:
+            with self._db:
+                self._db.executemany("INSERT OR REPLACE INTO images VALUES (?, ?, ?, ?)", rows)
+        except sqlite3.Error:
+            pass
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+
+
+def check_images(paths: Iterable[str | Path], workers: int | None = None) -> SkippedImages:
+    """Decodes every image fully with PIL and reports the ones that cannot be read.
+
+    A header check lets a truncated JPEG (a half-copied file) through, which then fails
+    inside ``fit`` without a file name; so each image is decoded completely, in a thread
+    pool, once: the result is cached by (path, size, modification time) in
+    ``cache_dir()/image_checks.sqlite`` and a later run only decodes new or changed files.
+    Formats the input pipelines cannot decode (e.g. TIFF) are reported too.
 
     Args:
         paths: Image files.
+        workers: Decoding threads (default: ``min(32, CPUs + 4)``).
 
     Returns:
-        A `SkippedImages` listing the unreadable files and why.
+        A `SkippedImages` listing the unreadable files (in input order) and why.
     """
+    paths = [str(p) for p in paths]
+    problems: dict[str, str | None] = {}
+    pending: list[tuple[str, int, int]] = []
+    cache = _CheckCache(cache_dir())
+    try:
+        for path in paths:
+            if path in problems:
+                continue
+            try:
+                stat = os.stat(path)
+            except FileNotFoundError:
+                problems[path] = "missing"
+                continue
+            except OSError as err:
+                problems[path] = f"unreadable: {type(err).__name__} ({err})"
+                continue
+            found, problem = cache.lookup(path, stat.st_size, stat.st_mtime_ns)
+            if found:
+                problems[path] = problem
+            else:
+                problems[path] = None
+                pending.append((path, stat.st_size, stat.st_mtime_ns))
+        if pending:
+            # PIL releases the GIL while it decodes, so threads decode in parallel.
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                results = list(pool.map(_decode_problem, [p for p, _, _ in pending],
+                                        chunksize=64))
+            for (path, _, _), problem in zip(pending, results):
+                problems[path] = problem
+            cache.store([(path, size, mtime, problems[path]) for path, size, mtime in pending
+                         if problems[path] != "missing"])
+    finally:
+        cache.close()
     skipped = SkippedImages()
     for path in paths:
-        try:
-            with Image.open(path) as image:
-                width, height = image.size
-            if width <= 0 or height <= 0:
-                skipped.add(path, "empty image")
-        except FileNotFoundError:
-            skipped.add(path, "missing")
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-            skipped.add(path, f"unreadable: {type(err).__name__}")
+        if problems[path] is not None:
+            skipped.add(path, problems[path])
     return skipped
 
 
@@ -131,7 +251,8 @@ def drop_unreadable(records: list[RecordT], verify: bool, context: str,
 
     Args:
         records: The records of one split.
-        verify: Whether to check the images at all (off by default: it reads every header).
+        verify: Whether to check the images at all (off by default: it decodes every image
+            not checked before, see `check_images`).
         context: Prefix of the warning, e.g. ``"market1501 train: "``.
         path_of: How to get the image path of a record.
 
@@ -175,7 +296,8 @@ def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise DatasetFormatError(path, f"invalid JSON at line {err.lineno}: {err.msg}",
+        raise DatasetFormatError(path, f"invalid JSON at line {err.lineno}, column "
+                                 f"{err.colno}: {err.msg}",
                                  expected="a JSON document") from None
 
 

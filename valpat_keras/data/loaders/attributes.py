@@ -74,7 +74,7 @@ def load_pa100k(root: str, verify_images: bool = False) -> AttributeDataset:
 
     Args:
         root: The dataset folder or its parent.
-        verify_images: Open every image header and drop (and count) unreadable images.
+        verify_images: Decode every image (cached) and drop (and count) unreadable ones.
 
     Raises:
         DatasetFormatError: Missing layout or image folder, or a key missing in the .mat.
@@ -112,7 +112,7 @@ def load_peta(root: str, split: int = 0, verify_images: bool = False) -> Attribu
     Args:
         root: The ``PETA/`` folder or its parent.
         split: Which of the 5 partitions to use.
-        verify_images: Open every image header and drop (and count) unreadable images.
+        verify_images: Decode every image (cached) and drop (and count) unreadable ones.
 
     Raises:
         DatasetFormatError: Missing layout, a missing key or field, or a bad split index.
@@ -202,7 +202,7 @@ def load_rap(root: str, split: int = 0, verify_images: bool = False) -> Attribut
     Args:
         root: The RAP folder (holding ``RAP_annotation/`` and ``RAP_dataset/``) or its parent.
         split: Which of the 5 partitions to use.
-        verify_images: Open every image header and drop (and count) unreadable images.
+        verify_images: Decode every image (cached) and drop (and count) unreadable ones.
 
     Raises:
         DatasetFormatError: Missing layout, a missing key or field, or a bad split index.

@@ -114,7 +114,8 @@ def _read_jsonl(path: Path) -> list[tuple[str, dict[str, Any]]]:
         try:
             raw = json.loads(line)
         except json.JSONDecodeError as err:
-            raise DatasetFormatError(path, f"{where} is not valid JSON ({err.msg})",
+            raise DatasetFormatError(path, f"{where}, column {err.colno} is not valid JSON "
+                                     f"({err.msg})",
                                      expected="one JSON object per line") from None
         if not isinstance(raw, dict):
             raise DatasetFormatError(path, f"{where} is not a JSON object",
@@ -158,7 +159,7 @@ def load_manifest(root: str, kind: str = "reid", test_fraction: float = 0.0, see
             identities for reID (one image each as query, the rest gallery) and text, images for
             attributes. 0 keeps everything in train.
         seed: Seed of that hold-out.
-        verify_images: Open every image header and drop (and count) unreadable images.
+        verify_images: Decode every image (cached) and drop (and count) unreadable ones.
 
     Returns:
         The dataset of the requested kind.

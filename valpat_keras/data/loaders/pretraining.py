@@ -59,7 +59,8 @@ def _read_lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
         try:
             value = json.loads(line)
         except json.JSONDecodeError as err:
-            raise DatasetFormatError(path, f"line {number} is not valid JSON ({err.msg})",
+            raise DatasetFormatError(path, f"line {number}, column {err.colno} is not valid "
+                                     f"JSON ({err.msg})",
                                      expected=f"one object per line: {_ENTRY}") from None
         if not isinstance(value, dict):
             raise DatasetFormatError(path, f"line {number} is not a JSON object",
@@ -105,7 +106,7 @@ def load_luperson_ta(root: str, verify_images: bool = False) -> PretrainDataset:
 
     Args:
         root: The manifest file, or its folder holding ``manifest.jsonl``.
-        verify_images: Open every image header and drop (and count) unreadable images.
+        verify_images: Decode every image (cached) and drop (and count) unreadable ones.
 
     Returns:
         A `PretrainDataset` whose records carry captions and ``int8`` attribute vectors.
@@ -159,7 +160,7 @@ def load_image_folder(root: str, verify_images: bool = False) -> PretrainDataset
 
     Args:
         root: The folder (``.jpg``, ``.jpeg``, ``.png``, ``.bmp`` and ``.webp`` files are used).
-        verify_images: Open every image header and drop (and count) unreadable images.
+        verify_images: Decode every image (cached) and drop (and count) unreadable ones.
 
     Raises:
         DatasetFormatError: When the folder is missing or holds no image.

@@ -86,7 +86,7 @@ def load_market1501(root: str, verify_images: bool = False) -> ReIDDataset:
     Args:
         root: ``Market-1501-v15.09.15/``, its parent, ``market1501/`` above it, or a flat
             folder holding ``bounding_box_train``, ``query`` and ``bounding_box_test``.
-        verify_images: Open every image header and drop (and count) unreadable images.
+        verify_images: Decode every image (cached) and drop (and count) unreadable ones.
 
     Returns:
         The `ReIDDataset`; junk (-1) images are counted in ``skipped``.
@@ -106,7 +106,7 @@ def load_dukemtmc_reid(root: str, verify_images: bool = False) -> ReIDDataset:
 
     Args:
         root: ``DukeMTMC-reID/``, its parent, or ``dukemtmc-reid/`` / ``dukemtmcreid/`` above it.
-        verify_images: Open every image header and drop (and count) unreadable images.
+        verify_images: Decode every image (cached) and drop (and count) unreadable ones.
 
     Raises:
         DatasetFormatError: Missing layout, unparsable file name or camera outside 1..8.
@@ -124,7 +124,7 @@ def load_occluded_duke(root: str, verify_images: bool = False) -> ReIDDataset:
 
     Args:
         root: ``Occluded_Duke/`` or its parent (also ``occluded_duke/Occluded_Duke``).
-        verify_images: Open every image header and drop (and count) unreadable images.
+        verify_images: Decode every image (cached) and drop (and count) unreadable ones.
 
     Raises:
         DatasetFormatError: Missing layout, unparsable file name or camera outside 1..8.
@@ -170,7 +170,7 @@ def load_msmt17(root: str, use_val: bool = False, verify_images: bool = False) -
         root: ``MSMT17_V1/``, ``MSMT17_V2/``, ``MSMT17/``, or a parent (also ``msmt17/``).
         use_val: Add ``list_val`` to training (SOLIDER-REID/TransReID). The default trains on
             ``list_train`` only, as torchreid and fast-reid do for comparable results.
-        verify_images: Open every image header and drop (and count) unreadable images.
+        verify_images: Decode every image (cached) and drop (and count) unreadable ones.
 
     Raises:
         DatasetFormatError: Missing layout, malformed list line or camera outside 1..15.

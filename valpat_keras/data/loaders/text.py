@@ -80,7 +80,7 @@ def load_cuhk_pedes(root: str, verify_images: bool = False) -> TextDataset:
 
     Args:
         root: The ``CUHK-PEDES/`` folder or its parent.
-        verify_images: Open every image header and drop (and count) unreadable images.
+        verify_images: Decode every image (cached) and drop (and count) unreadable ones.
 
     Raises:
         DatasetFormatError: Missing layout, an entry without captions/file_path/id, or train
@@ -101,7 +101,7 @@ def load_icfg_pedes(root: str, verify_images: bool = False) -> TextDataset:
 
     Args:
         root: The ``ICFG-PEDES/`` folder or its parent.
-        verify_images: Open every image header and drop (and count) unreadable images.
+        verify_images: Decode every image (cached) and drop (and count) unreadable ones.
 
     Raises:
         DatasetFormatError: Missing layout, an entry without captions/file_path/id, or train
@@ -122,7 +122,7 @@ def load_rstpreid(root: str, verify_images: bool = False) -> TextDataset:
 
     Args:
         root: The ``RSTPReid/`` folder or its parent.
-        verify_images: Open every image header and drop (and count) unreadable images.
+        verify_images: Decode every image (cached) and drop (and count) unreadable ones.
 
     Raises:
         DatasetFormatError: Missing layout, an entry without captions/img_path/id, or train
