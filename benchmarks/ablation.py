@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> dict:
 
     from valpat_keras.demo.budget import DemoBudget
     from valpat_keras.demo.stages import make_data, pretraining_run
-    from valpat_keras.run_outputs import environment_info, write_json
+    from valpat_keras.run_outputs import environment_info, write_json, write_report
     from valpat_keras.tasks.ablation import (
         OBJECTIVE_SUBSETS,
         AblationBudget,
@@ -126,10 +126,7 @@ def run(args: argparse.Namespace) -> dict:
     }
     write_json(out / "results.json", results)
     markdown = table_markdown(results)
-    (out / "ablation.md").write_text(markdown)
-    if args.publish:
-        Path(args.publish).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.publish).write_text(markdown)
+    write_report(markdown, out / "ablation.md", args.publish)
     print(markdown)
     return results
 

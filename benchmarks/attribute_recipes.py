@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{c['val_ma'][0]:>10.1f} ± {c['val_ma'][1]:.1f} / {c['test_ma'][0]:.1f} ± "
             f"{c['test_ma'][1]:.1f}" for c in cells)
         print(f"{label:<32}{text}")
-    from valpat_keras.run_outputs import environment_info, write_json
+    from valpat_keras.run_outputs import environment_info, write_json, write_report
 
     env = environment_info()
     write_json(Path(args.out) / "results.json", {
@@ -136,8 +136,8 @@ def main(argv: list[str] | None = None) -> None:
                   + f" at {args.image_size[0]}x{args.image_size[1]}, batch {args.batch_size}; "
                   f"data `{args.data}`, init `{args.init}`; {env['cpu']}, {env['cores']} cores, "
                   f"{env['date']}."]
-        Path(args.publish).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.publish).write_text("\n".join(lines) + "\n")
+        write_report("\n".join(lines) + "\n", Path(args.out) / "attribute_recipes.md",
+                     args.publish)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from valpat_keras.demo.budget import DemoBudget
     from valpat_keras.demo.stages import make_data
-    from valpat_keras.run_outputs import environment_info, write_json
+    from valpat_keras.run_outputs import environment_info, write_json, write_report
     from valpat_keras.tasks.ablation import AblationBudget, evaluate_encoder
     from valpat_keras.tasks.pretrain_cache import cached_pretrain
 
@@ -113,10 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"seed 0, backend {results['backend']}; {env['cpu']}, {env['cores']} cores, "
               f"{results['wall_seconds']:.0f} s.")]
     markdown = "\n".join(lines) + "\n"
-    (out / "loss_weights.md").write_text(markdown)
-    if args.publish:
-        Path(args.publish).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.publish).write_text(markdown)
+    write_report(markdown, out / "loss_weights.md", args.publish)
     print(markdown)
     return results
 

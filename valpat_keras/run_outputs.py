@@ -80,3 +80,21 @@ def environment_info() -> dict[str, Any]:
     if "keras" in sys.modules:
         info["backend"] = sys.modules["keras"].backend.backend()
     return info
+
+
+def write_report(markdown: str, path: str | Path, publish: str | Path | None = None) -> Path:
+    """Writes a benchmark's Markdown table, and a copy for the documentation when asked.
+
+    Args:
+        markdown: The text.
+        path: The file in the benchmark's output folder.
+        publish: A second file, e.g. under ``tutorials/generated/`` (folders are created).
+
+    Returns:
+        ``path``.
+    """
+    for target in (path, publish):
+        if target is not None:
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            Path(target).write_text(markdown)
+    return Path(path)
