@@ -14,7 +14,7 @@ Pretraining runs are cached (`cached_pretrain`); ``--cache valpat_demo/cache`` r
 runs a default `valpat demo` trained for seed 0.
 
 ```
-python benchmarks/ablation.py                                   # about 40 min on 2 cores
+python benchmarks/ablation.py                                   # about an hour on 2 cores
 python benchmarks/ablation.py --cache valpat_demo/cache --publish tutorials/generated/ablation.md
 python benchmarks/ablation.py --tiny                            # smoke run
 ```
