@@ -23,24 +23,31 @@ python benchmarks/ablation.py --tiny                            # smoke run
 from __future__ import annotations
 
 import argparse
-import time
-from pathlib import Path
+
+import keras
+from _common import add_common_arguments, set_up, wall_seconds
+
+from valpat_keras.demo.stages import pretraining_run
+from valpat_keras.run_outputs import environment_info, write_json, write_report
+from valpat_keras.tasks.ablation import (
+    COLUMNS,
+    OBJECTIVE_SUBSETS,
+    evaluate_encoder,
+    leaders,
+    objectives_of,
+    summarize,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The benchmark's options; ``--tiny`` is a smoke run."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="bench_ablation", help="output folder")
-    parser.add_argument("--cache", default=None, metavar="DIR",
-                        help="cache of pretraining runs (default: OUT/cache)")
+    parser = add_common_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]),
+                                  out="bench_ablation")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="SEED",
                         help="pretraining seeds (default 0 1 2); the data is SynthPed seed 0")
     parser.add_argument("--search", choices=("frozen", "finetune", "none"), default="frozen",
                         help="text-search column: frozen image-text space (itc rows), a short "
                              "fine-tune of every encoder, or none")
-    parser.add_argument("--publish", default=None, metavar="MD",
-                        help="also write the table to this Markdown file (for the docs)")
-    parser.add_argument("--tiny", action="store_true", help="smoke run (tiny data, 2 steps)")
     return parser.parse_args(argv)
 
 
@@ -52,8 +59,6 @@ def _cell(stats: dict) -> str:
 
 def table_markdown(results: dict) -> str:
     """The ablation table (percent, mean ± std over seeds) and its verdict, as Markdown."""
-    from valpat_keras.tasks.ablation import COLUMNS
-
     columns = [c for c in COLUMNS if c in next(iter(results["summary"].values()))]
     lines = ["| Pretraining objectives | " + " | ".join(COLUMNS[c] for c in columns) + " |",
              "|---|" + "---:|" * len(columns)]
@@ -76,37 +81,17 @@ def table_markdown(results: dict) -> str:
 
 def run(args: argparse.Namespace) -> dict:
     """Pretrains and evaluates every row for every seed; returns the results dict."""
-    import keras
-
-    from valpat_keras.demo.budget import DemoBudget
-    from valpat_keras.demo.stages import make_data, pretraining_run
-    from valpat_keras.run_outputs import environment_info, write_json, write_report
-    from valpat_keras.tasks.ablation import (
-        OBJECTIVE_SUBSETS,
-        AblationBudget,
-        evaluate_encoder,
-        leaders,
-        objectives_of,
-        summarize,
-    )
-
-    started = time.perf_counter()
-    budget = DemoBudget.quick() if args.tiny else DemoBudget.full()
-    out = Path(args.out)
-    cache = Path(args.cache) if args.cache else out / "cache"
-    data = make_data(out / "synthped", budget, seed=0)
-    measure = AblationBudget(image_size=tuple(budget.image_size), batch_size=budget.batch_size,
-                             search=args.search, config=budget.config,
-                             search_epochs=1 if args.tiny else 3,
-                             search_steps=2 if args.tiny else 20)
+    setup = set_up(args, search=args.search, search_epochs=1 if args.tiny else 3,
+                   search_steps=2 if args.tiny else 20)
+    data, out, measure = setup.data, setup.out, setup.measure
     rows_by_seed = []
     for seed in args.seeds:
         rows = {"random": evaluate_encoder("random", data.market, data.pa100k, data.cuhk,
                                            out / f"seed{seed}" / "random", measure, seed)}
         print(f"seed {seed} random: {rows['random']}", flush=True)
         for subset in OBJECTIVE_SUBSETS:
-            run_dir, _ = pretraining_run(data, cache, subset, budget, seed, fresh=False,
-                                         printer=print, verbose=0)
+            run_dir, _ = pretraining_run(data, setup.cache, subset, setup.budget, seed,
+                                         fresh=False, printer=print, verbose=0)
             rows[subset] = evaluate_encoder(str(run_dir), data.market, data.pa100k, data.cuhk,
                                             out / f"seed{seed}" / subset.replace("+", "_"),
                                             measure, seed, objectives=objectives_of(subset))
@@ -117,12 +102,12 @@ def run(args: argparse.Namespace) -> dict:
     pretrained = {k: v for k, v in summary.items() if k != "random"}
     best = leaders(pretrained, lead_columns)
     results = {
-        "budget": budget.to_dict(), "seeds": list(args.seeds), "search": args.search,
+        "budget": setup.budget.to_dict(), "seeds": list(args.seeds), "search": args.search,
         "backend": keras.backend.backend(), "environment": environment_info(),
         "rows_by_seed": rows_by_seed, "summary": summary,
         "leads": {"leaders": best, "count": sum(v == "ssl+itc+attr" for v in best.values()),
                   "of": len(best)},
-        "wall_seconds": round(time.perf_counter() - started, 1),
+        "wall_seconds": wall_seconds(setup),
     }
     write_json(out / "results.json", results)
     markdown = table_markdown(results)

@@ -72,15 +72,19 @@ def run(args: argparse.Namespace) -> dict:
     import keras
 
     from valpat_keras.data import registry
-    from valpat_keras.data.synthped import SynthPedConfig, write_synthped
-    from valpat_keras.tasks.attributes import train_attributes
-    from valpat_keras.tasks.search import train_search
+    from valpat_keras.data.synthped import SynthPedConfig, ensure_synthped
+    from valpat_keras.tasks import (
+        AttributesRunConfig,
+        SearchRunConfig,
+        train_attributes,
+        train_search,
+    )
 
     out = Path(args.out)
     size = tuple(args.image_size)
     started = time.time()
     config = SynthPedConfig.preset(args.preset, seed=args.seed, height=size[0], width=size[1])
-    info = write_synthped(out / "synthped", config)
+    info = ensure_synthped(out / "synthped", config)
     pa100k = registry.load("pa100k", info.paths["pa100k"])
     cuhk = registry.load("cuhk_pedes", info.paths["cuhk_pedes"])
     print(pa100k.summary())
@@ -105,15 +109,16 @@ def run(args: argparse.Namespace) -> dict:
             print(f"attribute recognition and text search from {init}, seed {seed}", flush=True)
             zero_shot = name == "valpat" and seed == args.finetune_seeds[0]
             attributes = train_attributes(
-                pa100k, out / f"attributes_{name}_seed{seed}", init=init, config=args.config,
-                epochs=args.attr_epochs, batch_size=args.batch_size, image_size=size,
-                seed=seed, zero_shot=zero_shot, steps_per_epoch=args.steps_per_epoch,
-                verbose=0)
+                pa100k, out / f"attributes_{name}_seed{seed}", AttributesRunConfig(
+                    init=init, encoder_config=args.config, epochs=args.attr_epochs,
+                    batch_size=args.batch_size, image_size=size, seed=seed,
+                    zero_shot=zero_shot, steps_per_epoch=args.steps_per_epoch, verbose=0))
             search = train_search(
-                cuhk, out / f"search_{name}_seed{seed}", init=init, config=args.config,
-                epochs=args.search_epochs, batch_size=args.batch_size,
-                image_size=size if name == "random" else None, seed=seed,
-                steps_per_epoch=args.steps_per_epoch, image_to_text=False, verbose=0)
+                cuhk, out / f"search_{name}_seed{seed}", SearchRunConfig(
+                    init=init, encoder_config=args.config, epochs=args.search_epochs,
+                    batch_size=args.batch_size, image_size=size if name == "random" else None,
+                    seed=seed, steps_per_epoch=args.steps_per_epoch, image_to_text=False,
+                    verbose=0))
             runs.append({"seed": seed, "attribute_ma": attributes["ma"],
                          "search_R1": search["R1"], "search_mAP": search["mAP"]})
             if zero_shot:

@@ -66,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _run(args, dataset, init_name: str, recipe: tuple, seed: int) -> dict:
     """Validation and test mA of one run (read back when already done)."""
-    from valpat_keras.tasks.attributes import train_attributes
+    from valpat_keras.tasks import AttributesRunConfig, train_attributes
 
     _, head_lr, freeze, weighting, head_init = recipe
     slug = (f"{init_name}_head{head_lr:g}_{'frozen' if freeze else 'trained'}bn_{weighting}_"
@@ -74,12 +74,13 @@ def _run(args, dataset, init_name: str, recipe: tuple, seed: int) -> dict:
     out = Path(args.out) / slug
     if not (out / "metrics.json").is_file():
         print(f"{slug} ...", flush=True)
-        train_attributes(dataset, out, init="random" if init_name == "random" else args.init,
-                         config=args.config, epochs=args.epochs, batch_size=args.batch_size,
-                         image_size=args.image_size, seed=seed, head_lr_multiplier=head_lr,
-                         freeze_batch_norm=freeze, loss_weighting=weighting,
-                         head_init=head_init, steps_per_epoch=args.steps_per_epoch,
-                         verbose=0)
+        config = AttributesRunConfig(
+            init="random" if init_name == "random" else args.init, encoder_config=args.config,
+            epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
+            seed=seed, head_lr_multiplier=head_lr, freeze_batch_norm=freeze,
+            loss_weighting=weighting, head_init=head_init,
+            steps_per_epoch=args.steps_per_epoch, verbose=0)
+        train_attributes(dataset, out, config)
     metrics = json.loads((out / "metrics.json").read_text())
     history = json.loads((out / "history.json").read_text())
     return {"val_ma": history["val_ma"][-1], "test_ma": metrics["ma"]}

@@ -21,6 +21,14 @@ import argparse
 import json
 from pathlib import Path
 
+import keras
+
+from valpat_keras import datasets
+from valpat_keras.data.synthped import SynthPedConfig, ensure_synthped
+from valpat_keras.models.init import load_image_encoder
+from valpat_keras.tasks.pretraining import PretrainConfig, pretrain
+from valpat_keras.tasks.reid_training import evaluate_reid_model
+
 
 def _size(text: str) -> tuple[int, int]:
     height, width = (int(v) for v in text.lower().split("x"))
@@ -39,23 +47,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    from valpat_keras import datasets
-    from valpat_keras.data.synthped import SynthPedConfig, write_synthped
-    from valpat_keras.models.init import load_image_encoder
-    from valpat_keras.tasks.pretraining import pretrain
-    from valpat_keras.tasks.reid_training import evaluate_reid_model
-
     out = Path(args.out)
     data_root = out / "synthped"
-    if not (data_root / "synthped.json").is_file():
-        height, width = args.image_size
-        write_synthped(data_root, SynthPedConfig.preset(args.preset, seed=args.seed,
-                                                        height=height, width=width))
+    height, width = args.image_size
+    ensure_synthped(data_root, SynthPedConfig.preset(args.preset, seed=args.seed,
+                                                     height=height, width=width))
     run_dir = Path(args.init) if args.init else out / "pretrain"
     if args.init is None:
-        pretrain(str(data_root / "pretrain" / "manifest.jsonl"), run_dir, config="tiny",
-                 steps=args.steps, batch_size=args.batch_size, image_size=args.image_size,
-                 seed=args.seed, verbose=2)
+        config = PretrainConfig(encoder_config="tiny", steps=args.steps,
+                                batch_size=args.batch_size, image_size=args.image_size,
+                                seed=args.seed, verbose=2)
+        pretrain(str(data_root / "pretrain" / "manifest.jsonl"), run_dir, config)
     history = json.loads((run_dir / "history.json").read_text())
     reid = datasets.load("market1501", str(data_root))
 
@@ -66,8 +68,6 @@ def main(argv: list[str] | None = None) -> int:
         results["losses"][key] = {"first": first, "last": last}
         print(f"{key:<12}{first:>14.4f}{last:>14.4f}")
     print(f"\n{'encoder':<12}{'mAP':>8}{'rank1':>8}   (frozen features, held-out identities)")
-    import keras
-
     for name, init in (("random", "random"), ("pretrained", str(run_dir))):
         keras.utils.set_random_seed(args.seed)
         encoder = load_image_encoder(init, config="tiny", image_size=args.image_size)

@@ -78,14 +78,14 @@ def run(args: argparse.Namespace) -> dict:
     import keras
 
     from valpat_keras.data import registry
-    from valpat_keras.data.synthped import SynthPedConfig, write_synthped
-    from valpat_keras.tasks.reid_training import ReIDTrainingConfig, train_reid
+    from valpat_keras.data.synthped import SynthPedConfig, ensure_synthped
+    from valpat_keras.tasks import ReIDRunConfig, train_reid
 
     out = Path(args.out)
     size = tuple(args.image_size)
     started = time.time()
     config = SynthPedConfig.preset(args.preset, seed=args.seed, height=size[0], width=size[1])
-    info = write_synthped(out / "synthped", config)
+    info = ensure_synthped(out / "synthped", config)
     market = registry.load("market1501", info.paths["market1501"])
     print(market.summary())
 
@@ -102,15 +102,15 @@ def run(args: argparse.Namespace) -> dict:
     results: dict = {"backend": keras.backend.backend(), "preset": args.preset,
                      "image_size": list(size), "pretrain_run": run_dir,
                      "val_fraction": args.val_fraction}
-    options = ReIDTrainingConfig(steps_per_epoch=args.steps_per_epoch, eps=args.eps,
-                                 min_samples=args.min_samples, k1=args.k1,
-                                 validation_fraction=args.val_fraction, verbose=0)
+    base = ReIDRunConfig(encoder_config=args.config, p=args.p, k=args.k, image_size=size,
+                         seed=args.seed, steps_per_epoch=args.steps_per_epoch, eps=args.eps,
+                         min_samples=args.min_samples, k1=args.k1,
+                         validation_fraction=args.val_fraction, verbose=0)
     for name, init in (("random", "random"), ("valpat", run_dir)):
         for mode, unsupervised, epochs in (("supervised", False, args.epochs),
                                            ("unsupervised", True, args.usl_epochs)):
-            metrics = train_reid(market, out / f"{mode}_{name}", init=init, config=args.config,
-                                 unsupervised=unsupervised, epochs=epochs, p=args.p, k=args.k,
-                                 image_size=size, seed=args.seed, options=options)
+            metrics = train_reid(market, out / f"{mode}_{name}", base.replace(
+                init=init, unsupervised=unsupervised, epochs=epochs))
             history = json.loads((out / f"{mode}_{name}" / "history.json").read_text())
             # The per-epoch curve shows whether both inits end at the same plateau.
             results[f"{mode}_{name}"] = {

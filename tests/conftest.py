@@ -8,11 +8,18 @@ every new model instance compiles its train step again (10-20 s on 2 cores); the
 compilation cache is keyed by the compiled program instead, so identical models after the
 first hit it. It lives in a per-session temporary folder (or ``$VALPAT_JAX_CACHE_DIR``),
 exported so that test subprocesses share it. The image-check cache (``VALPAT_CACHE``) is a
-per-session temporary folder too.
+per-session temporary folder too. The tests folder is put on ``sys.path`` so that test
+modules import the shared helpers (``harness``, ``metric_checks``).
 """
 
 import os
+import sys
 import tempfile
+
+# The shared helpers tests/harness.py (serialization harness) and tests/metric_checks.py
+# (metrics recomputed from saved runs) import as `harness` / `metric_checks` from any test;
+# appended, so that nothing installed is shadowed by a tests/ folder name.
+sys.path.append(os.path.dirname(os.path.abspath(__file__)))
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # The image-check cache of the tests stays out of the user's ~/.cache.

@@ -10,3 +10,8 @@ chosen afterwards (`valpat --backend jax ...` or `KERAS_BACKEND`).
 """
 
 __version__ = "0.1.0"
+
+#: Subpackages (imported on use): ``datasets`` (loaders), ``data``, ``models``, ``losses``,
+#: ``tasks`` (pretraining and transfers, with their run configs), ``evaluation``, ``demo``,
+#: ``saving`` (load any saved model in a fresh process), ``cli``.
+__all__ = ["__version__"]

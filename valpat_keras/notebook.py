@@ -11,7 +11,8 @@ nb = setup("02")  # valpat-keras notebook 02 | full size | backend jax | work fo
 `setup` chooses the size (``VALPAT_QUICK=1``: smoke size, for CI), the Keras backend (JAX
 unless ``KERAS_BACKEND`` says otherwise) and quiets the framework messages that say nothing
 about the tutorial; it must therefore run before Keras is imported, and this module imports
-Keras only inside the functions that train.
+Keras (through the pretraining cache) only inside the function that trains, and IPython
+(optional outside Jupyter) only inside the functions that display.
 
 The transfer notebooks all start from one pretraining run: `shared_pretraining_run` trains it
 the first time (the pretraining notebook does) and finds it afterwards, in
@@ -27,18 +28,17 @@ import html
 import io
 import json
 import os
-import shutil
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from valpat_keras.demo.budget import CHOSEN_LOSS_WEIGHTS
+from valpat_keras import datasets
+from valpat_keras.data.synthped import SynthPedInfo, ensure_synthped
+from valpat_keras.demo.budget import CHOSEN_LOSS_WEIGHTS, DemoBudget
 from valpat_keras.quiet import quiet_frameworks
-
-if TYPE_CHECKING:
-    from valpat_keras.data.synthped import SynthPedInfo
+from valpat_keras.tasks.pretrain_config import PretrainConfig
 
 #: The SynthPed preset and image size (height, width) of each notebook size. Full size is
 #: the `valpat demo` default (`DemoBudget.full`): the notebooks tell the demo's story.
@@ -246,8 +246,9 @@ def shared_synthped(quick: bool) -> SynthPedInfo:
     """The notebooks' SynthPed, generated once per config into the cache folder.
 
     The folder is named after a hash of the `SynthPedConfig` and reused when its
-    ``synthped.json`` holds the same config; it is written into a temporary sibling first,
-    so an interrupted generation is never mistaken for a finished one.
+    ``synthped.json`` holds the same config (`ensure_synthped`, which writes into a
+    temporary sibling first, so an interrupted generation is never mistaken for a finished
+    one).
 
     Args:
         quick: Smoke size (``"tiny"``) instead of full size (the demo's SynthPed: ``"small"``
@@ -256,31 +257,26 @@ def shared_synthped(quick: bool) -> SynthPedInfo:
     Returns:
         The `SynthPedInfo` of the cached folder.
     """
-    from valpat_keras.data.synthped import SynthPedInfo, write_synthped
-    from valpat_keras.demo.budget import DemoBudget
-
     size = SIZES[quick]
     config = (DemoBudget.quick() if quick else DemoBudget.full()).synthped_config(seed=0)
     digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()
     root = cache_dir() / f"synthped-{size['synthped']}-{digest[:12]}"
-    written = root / "synthped.json"
-    if written.is_file() and json.loads(written.read_text()).get("config") == config.to_dict():
-        return SynthPedInfo.load(root)
-    shutil.rmtree(root, ignore_errors=True)
-    partial = root.with_name(f"{root.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    print(f"generating SynthPed ({size['synthped']}) in {root}")
-    write_synthped(partial, config)
-    os.replace(partial, root)
-    return SynthPedInfo.load(root)
+    return ensure_synthped(root, config, progress=lambda _: print(
+        f"generating SynthPed ({size['synthped']}) in {root}"))
+
+
+def shared_pretrain_config(quick: bool) -> PretrainConfig:
+    """The `PretrainConfig` of the shared run: `PRETRAIN_ARGUMENTS` at the notebook size."""
+    return PretrainConfig.from_arguments(
+        {**PRETRAIN_ARGUMENTS[quick], "image_size": tuple(SIZES[quick]["image_size"])})
 
 
 def shared_pretraining_run(quick: bool) -> Path:
     """The pretraining run every notebook shares: trained once, then found in the cache.
 
-    Pretrains VAL-PAT (`cached_pretrain` with `PRETRAIN_ARGUMENTS`) on the pretraining set
-    of `shared_synthped`, in ``cache_dir()/pretraining``. The run is keyed by the data,
-    the arguments and the Keras backend, so each size and backend has its own.
+    Pretrains VAL-PAT (`cached_pretrain` with `shared_pretrain_config`) on the pretraining
+    set of `shared_synthped`, in ``cache_dir()/pretraining``. The run is keyed by the data,
+    the config and the Keras backend, so each size and backend has its own.
 
     Args:
         quick: Smoke size instead of full size.
@@ -288,18 +284,15 @@ def shared_pretraining_run(quick: bool) -> Path:
     Returns:
         The run folder (`pretrain`'s layout: presets of the encoder, backbone, tokenizer).
     """
-    from valpat_keras import datasets
+    # Imported here: the cache imports Keras, which must wait for `setup` (see above).
     from valpat_keras.tasks.pretrain_cache import cached_pretrain
 
     info = shared_synthped(quick)
     data = datasets.load("luperson_ta", info.paths["pretrain_manifest"])
-    size = SIZES[quick]
-    run, _ = cached_pretrain(data, cache_dir() / "pretraining",
-                             name=f"notebooks-{size['synthped']}",
+    run, _ = cached_pretrain(data, cache_dir() / "pretraining", shared_pretrain_config(quick),
+                             name=f"notebooks-{SIZES[quick]['synthped']}",
                              # The cache's hint names the demo's --fresh flag; a notebook
                              # retrains when the run folder is deleted.
                              printer=lambda line: print(
-                                 line.strip().replace(" (--fresh retrains)", "")),
-                             image_size=tuple(size["image_size"]),
-                             **PRETRAIN_ARGUMENTS[quick])
+                                 line.strip().replace(" (--fresh retrains)", "")))
     return run

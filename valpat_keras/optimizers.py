@@ -22,10 +22,11 @@ class GroupedAdamW(keras.optimizers.AdamW):
     """AdamW whose learning rate (and decoupled weight decay) is scaled per variable.
 
     Multipliers are attached to variables with `set_multiplier` (`AttributeRecognizer`
-    does it for its head in ``compile``); every other variable uses the plain learning rate. A
-    multiplier of 0 freezes a variable's values (its moments still accumulate). Which
-    variables are grouped is runtime state, not config: the Task that owns the variables
-    sets it again when a saved model is re-compiled.
+    does it for its head in ``configure_optimizer``, which ``compile`` calls); every other
+    variable uses the plain learning rate. A multiplier of 0 freezes a variable's values
+    (its moments still accumulate). Which variables are grouped is runtime state, not
+    config: the Task that owns the variables sets it again when a saved model is
+    re-compiled.
 
     Args:
         learning_rate: float | schedule. The base learning rate (that of ungrouped

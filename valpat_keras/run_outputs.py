@@ -1,9 +1,20 @@
-"""Files every training or evaluation run writes: strict JSON with NumPy values converted."""
+"""Files every training or evaluation run writes: strict JSON with NumPy values converted,
+the per-epoch history and its figure, and the run folder of a pretraining run.
+
+This module imports no Keras at the top: the commands import it while they parse their
+arguments, before the backend is chosen.
+"""
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
+import os
+import platform
+import sys
+from collections.abc import Mapping, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +58,6 @@ def environment_info() -> dict[str, Any]:
         installed (``keras``, ``keras_hub``, ``tensorflow``, ``jax``, ``torch``, ``numpy``,
         ``scikit-learn``), plus the Keras ``backend`` when Keras is imported.
     """
-    import datetime
-    import os
-    import platform
-    import sys
-    from importlib import metadata
-
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -98,3 +103,86 @@ def write_report(markdown: str, path: str | Path, publish: str | Path | None = N
             Path(target).parent.mkdir(parents=True, exist_ok=True)
             Path(target).write_text(markdown)
     return Path(path)
+
+
+def history_values(history: Mapping[str, Sequence[float]]) -> dict[str, list[float]]:
+    """``History.history`` as plain floats per metric and epoch."""
+    return {k: [float(v) for v in vs] for k, vs in history.items()}
+
+
+def write_history(path: str | Path, history: Mapping[str, Sequence[float]]) -> Path:
+    """Writes ``history.json``: per-epoch value of every logged loss and metric."""
+    return write_json(path, history_values(history))
+
+
+def plot_history(history: Mapping[str, Sequence[float]], path: str | Path) -> Path:
+    """Draws the per-epoch losses (left) and accuracies (right) of a pretraining run.
+
+    Args:
+        history: ``History.history``-like mapping of metric name to per-epoch values.
+        path: The PNG file to write.
+
+    Returns:
+        The path written.
+    """
+    # Imported here: matplotlib is heavy and only the runs that draw need it. A bare Figure
+    # (no pyplot) leaves the caller's matplotlib backend alone, e.g. in Jupyter.
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4))
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    for name, values in history.items():
+        axis = ax_loss if name.endswith("loss") else ax_acc
+        epochs = np.arange(1, len(values) + 1)
+        axis.plot(epochs, values, marker="o", label=name)
+    ax_loss.set(title="losses", xlabel="epoch")
+    ax_acc.set(title="top-1 accuracy / attribute mA", xlabel="epoch", ylim=(0, 1))
+    for axis in (ax_loss, ax_acc):
+        if axis.lines:
+            axis.legend()
+        axis.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def write_pretraining_run(out_dir: str | Path, pretrainer: Any, tokenizer: Any,
+                          history: Mapping[str, Sequence[float]]) -> Path:
+    """Writes what a finished pretraining run leaves besides ``config.json`` / ``history.json``.
+
+    ``loss_curves.png``, ``pretrainer.keras`` (the whole `ValPatPretrainer`), the
+    ``image_encoder/`` preset with its `ImagePreprocessor`, the ``backbone/`` preset with its
+    `ValPatPreprocessor` (image size and, with captions, the tokenizer) and, for readers of
+    earlier versions, the tokenizer also in ``backbone/tokenizer/`` (the layout of
+    `valpat_keras.tasks.pretraining`).
+
+    Args:
+        out_dir: The run folder.
+        pretrainer: The trained `ValPatPretrainer`.
+        tokenizer: The `CaptionTokenizer`, or None (no captions).
+        history: ``History.history`` of the run.
+
+    Returns:
+        ``out_dir``.
+    """
+    # Imported here: the folder names live with the loaders (valpat_keras.models.init),
+    # which import Keras; this module must not (see the module docstring).
+    from valpat_keras.models.init import BACKBONE_DIR, IMAGE_ENCODER_DIR, TOKENIZER_DIR
+    from valpat_keras.models.loading import save_backbone
+    from valpat_keras.models.preprocessors import ImagePreprocessor, ValPatPreprocessor
+
+    out_dir = Path(out_dir)
+    plot_history(history_values(history), out_dir / "loss_curves.png")
+    backbone = pretrainer.backbone
+    pretrainer.save(str(out_dir / "pretrainer.keras"))
+    save_backbone(backbone.image_encoder, out_dir / IMAGE_ENCODER_DIR,
+                  ImagePreprocessor.for_encoder(backbone.image_encoder))
+    if tokenizer is None:
+        backbone.save_to_preset(str(out_dir / BACKBONE_DIR))
+    else:
+        save_backbone(backbone, out_dir / BACKBONE_DIR,
+                      ValPatPreprocessor.for_backbone(backbone, tokenizer,
+                                                      image_keys=("images", "view1", "view2")))
+        tokenizer.save_to_preset(out_dir / BACKBONE_DIR / TOKENIZER_DIR)
+    return out_dir

@@ -13,6 +13,7 @@ import shutil
 
 import numpy as np
 import pytest
+import scipy.io
 
 from valpat_keras.cli.main import EXIT_BAD_INPUT, EXIT_NON_FINITE_LOSS, main
 from valpat_keras.data.synthped import SynthPedConfig, write_synthped
@@ -165,6 +166,28 @@ def test_datasets_command_exits_2_when_one_fails(synthped, tmp_path, capsys):
     captured = capsys.readouterr()
     assert "no PA-100K layout found" in captured.err and "market1501" in captured.out
 
+
+
+def test_a_misspelt_manifest_attribute_is_one_line_naming_the_closest_name(tmp_path, capsys):
+    (tmp_path / "manifest.csv").write_text("path,attr:Female,attr:Backpak\na.jpg,1,0\n")
+    assert main(["datasets", f"manifest:{tmp_path}", "--kind", "attributes"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"error: manifest: {tmp_path / 'manifest.csv'}: header: unknown "
+                          "attribute name 'Backpak'; closest valid name(s): Backpack")
+
+
+def test_a_label_outside_0_1_in_pa100k_names_row_column_and_value(synthped, tmp_path, capsys):
+    root = _copy(synthped, "PA-100K", tmp_path)
+    mat_path = root / "annotation" / "annotation.mat"
+    mat = scipy.io.loadmat(mat_path)
+    mat["val_label"][0, 3] = 2
+    scipy.io.savemat(mat_path, {k: v for k, v in mat.items() if not k.startswith("__")})
+    first = str(mat["val_images_name"][0][0][0])
+    err = _bad_input(["attributes", "--data", f"pa100k:{root}", "--out", str(tmp_path / "o")],
+                     capsys)
+    assert f"{mat_path}: row 1 ({first}), column 4 (AgeLess18) is 2" in err
+    assert "(field 'val_label'); expected labels 0, 1" in err
 
 @pytest.mark.keras
 def test_pretrain_on_an_empty_manifest_names_the_file(tmp_path, capsys):

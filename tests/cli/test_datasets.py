@@ -31,7 +31,16 @@ def test_datasets_command_reports_errors_and_lists_loaders(tmp_path, capsys):
     assert status == 2
     assert "error: pa100k:" in captured.err and "no PA-100K layout" in captured.err
     assert "unknown dataset 'nosuch'" in captured.err and "expected NAME:ROOT" in captured.err
-    assert "market1501 takes no split option" in captured.err
-    assert "query" in captured.out  # the good one is still summarised
+    # The good one is still summarised, naming the option it does not use.
+    assert "query" in captured.out
+    assert "ignored options: split=1 (market1501 does not use them)" in captured.out
     assert main(["datasets"]) == 0
     assert "luperson_ta" in capsys.readouterr().out
+
+
+def test_datasets_command_refuses_a_kind_the_loader_does_not_read(tmp_path, capsys):
+    _market(tmp_path)
+    assert main(["datasets", f"market1501:{tmp_path}", "--kind", "attributes"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: market1501: market1501 is a dataset of kind 'reid', not 'attributes'")
+    assert "pa100k" in err and err.count("\n") == 1

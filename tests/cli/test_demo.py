@@ -1,5 +1,6 @@
 """`valpat demo --quick`: the smoke run's table, JSON and figures agree with the runs behind
-them, and a second run takes its pretraining from the cache.
+them, the transfer numbers are those of the models the runs saved (recomputed a second way by
+tests/metric_checks.py), and a second run takes its pretraining from the cache.
 
 Unmarked: the demo runs once (in the JAX pass of scripts/test.sh), in a subprocess so this
 process never imports Keras. The subprocess uses PyTorch: the quick run is a dozen two-step
@@ -13,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -69,6 +71,28 @@ def test_transfer_means_are_those_of_the_runs_metrics_files(demo):
         gain = summary["valpat"][metric]["mean"] - summary["random"][metric]["mean"]
         assert summary["gain"] == pytest.approx(gain)
         assert summary["clear"] == (gain > summary["spread"])
+
+
+def test_transfer_metrics_are_those_of_the_saved_models(demo):
+    # Every transfer's numbers recomputed from the model its run folder saved (in a torch
+    # subprocess too): embeddings, dense distances and the dense metric functions of
+    # tests/metric_checks.py, against what results.json reports for the first seed.
+    out, _, results = demo
+    seed = results["budget"]["seeds"][0]
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).parents[1] / "metric_checks.py"), str(out),
+         str(seed)], check=False, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "KERAS_BACKEND": "torch"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    line = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")][-1]
+    recomputed = json.loads(line[len("RESULT "):])
+    index = results["budget"]["seeds"].index(seed)
+    for task in TRANSFERS:
+        for init in ("random", "valpat"):
+            for metric in TRANSFER_METRICS[task]:
+                reported = results["transfer"][task][init][metric]["values"][index]
+                assert reported == pytest.approx(recomputed[task][init][metric], abs=1e-6), (
+                    task, init, metric)
 
 
 def test_model_selection_used_validation_and_clusters_are_reported(demo):

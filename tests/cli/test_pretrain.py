@@ -1,17 +1,16 @@
 import json
 
+import keras
 import numpy as np
 import pytest
+
+from valpat_keras.cli.main import main
+from valpat_keras.models import load_backbone, load_image_encoder
 
 pytestmark = pytest.mark.keras
 
 
 def test_valpat_pretrain_writes_run_dir_that_transfer_loaders_read(tmp_path, capsys):
-    import keras
-
-    from valpat_keras.cli.main import main
-    from valpat_keras.models import load_backbone, load_image_encoder
-
     out = tmp_path / "run"
     status = main(["pretrain", "--out", str(out), "--synthped-preset", "tiny",
                    "--batch-size", "8", "--image-size", "64x32", "--steps", "3",
@@ -24,6 +23,12 @@ def test_valpat_pretrain_writes_run_dir_that_transfer_loaders_read(tmp_path, cap
     # 20 SynthPed-tiny images -> 2 batches of 8 per epoch; 3 steps -> 2 logged epochs.
     assert len(history["loss"]) == 2
     assert {"ssl_loss", "ssl_acc", "itc_loss", "itc_acc", "attr_loss", "attr_ma"} <= set(history)
+    # The logged loss is the --loss-weights sum of the logged objectives, epoch by epoch
+    # (equal batches, no regulariser losses).
+    for epoch, loss in enumerate(history["loss"]):
+        weighted = (history["ssl_loss"][epoch] + 0.5 * history["itc_loss"][epoch]
+                    + history["attr_loss"][epoch])
+        assert loss == pytest.approx(weighted, rel=1e-5), epoch
     config = json.loads((out / "config.json").read_text())
     assert config["steps"] == 3 and config["loss_weights"] == {"ssl": 1, "itc": 0.5, "attr": 1}
     pretrainer = keras.saving.load_model(str(out / "pretrainer.keras"))
@@ -40,8 +45,6 @@ def test_valpat_pretrain_writes_run_dir_that_transfer_loaders_read(tmp_path, cap
 
 
 def test_valpat_pretrain_rejects_bad_arguments(tmp_path, capsys):
-    from valpat_keras.cli.main import main
-
     assert main(["pretrain", "--out", str(tmp_path), "--batch-size", "24",
                  "--queue-size", "100"]) == 2
     assert "multiple of the batch size" in capsys.readouterr().err

@@ -86,7 +86,7 @@ def test_manifest_errors(tmp_path, write_images):
     with pytest.raises(DatasetFormatError, match="split 'test'.*train, query, gallery"):
         datasets.load("manifest", tmp_path)
     write_csv(tmp_path, write_images, "path,pid,caption\nimages/a.jpg,0,\n")
-    with pytest.raises(DatasetFormatError, match="line 2 has no caption"):
+    with pytest.raises(DatasetFormatError, match="none of the 1 rows has a caption"):
         datasets.load("manifest", tmp_path, kind="text")
     write_csv(tmp_path, write_images, "path,attr:Hat\nimages/a.jpg,2\n")
     with pytest.raises(DatasetFormatError, match="attribute Hat is 2"):

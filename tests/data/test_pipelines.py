@@ -1,5 +1,8 @@
 """tf.data pipelines: declared shapes/dtypes, determinism per seed, and feeding Keras fit."""
 
+import shutil
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -7,8 +10,10 @@ import tensorflow as tf
 from PIL import Image
 
 from valpat_keras.data import pipelines
+from valpat_keras.data.errors import DECODE_FAILURE_MARKER
 from valpat_keras.data.records import PretrainRecord, ReIDRecord, TextRecord
 from valpat_keras.data.tokenizer import CaptionTokenizer
+from valpat_keras.errors import InputError
 
 pytestmark = pytest.mark.keras
 
@@ -162,3 +167,49 @@ def test_pipelines_feed_keras_fit(paths):
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     history = model.fit(reid, epochs=2, steps_per_epoch=steps, verbose=0)
     assert len(history.history["loss"]) == 2
+
+
+def _copies(paths, folder):
+    return [str(shutil.copy(p, folder / f"copy_{i:02d}{p[-4:]}")) for i, p in enumerate(paths)]
+
+
+@pytest.mark.parametrize("victim", [5, 15])  # in the middle, and the very last element
+def test_an_image_corrupted_after_the_check_is_named_when_decoding_fails(
+        paths, tmp_path, monkeypatch, victim):
+    monkeypatch.setenv("VALPAT_CACHE", str(tmp_path / "cache"))
+    copies = _copies(paths, tmp_path)
+    labels = np.arange(16, dtype=np.int32)
+    dataset = pipelines.labeled_image_dataset(copies, labels, SIZE, batch_size=4,
+                                              check_images=True)  # every image decodes now
+    intact = [b[1].numpy() for b in dataset]
+    data = Path(copies[victim]).read_bytes()
+    Path(copies[victim]).write_bytes(data[: len(data) // 2])  # a half-copied file
+    seen = []
+    with pytest.raises(tf.errors.InvalidArgumentError) as err:
+        for _, batch_labels in dataset:
+            seen.append(batch_labels.numpy())
+    assert DECODE_FAILURE_MARKER in str(err.value) and copies[victim] in str(err.value)
+    # The batches before the failure are the intact ones, unchanged.
+    assert len(seen) == victim // 4
+    for got, want in zip(seen, intact):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(InputError) as named, pipelines.named_decode_errors():
+        list(pipelines.image_dataset(copies, SIZE, batch_size=4))
+    message = str(named.value)
+    assert message.startswith(f"image_dataset: element {victim} of the epoch failed to load; "
+                              f"1 file(s) do not decode: {copies[victim]} (unreadable: ")
+    assert "verify_images=True" in message and "\\'" not in message
+
+
+def test_a_decode_failure_inside_fit_names_the_file(paths, tmp_path, monkeypatch):
+    monkeypatch.setenv("VALPAT_CACHE", "")
+    copies = _copies(paths, tmp_path)
+    Path(copies[9]).write_bytes(Path(copies[9]).read_bytes()[:200])
+    records = [ReIDRecord(p, pid=i // 4, camid=i % 2) for i, p in enumerate(copies)]
+    reid, steps = pipelines.reid_train_dataset(records, SIZE, p=2, k=2, epochs=1)
+    model = _tiny_classifier(4, None)
+    model.compile(optimizer="sgd",
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with pytest.raises(InputError, match=f"reid_train_dataset: .*{copies[9]}"), \
+            pipelines.named_decode_errors():
+        model.fit(reid, epochs=1, steps_per_epoch=steps, verbose=0)

@@ -50,18 +50,29 @@ def test_cuhk_pedes_other_split_is_val_and_gap_is_an_error(tmp_path, write_image
         datasets.load("cuhk_pedes", tmp_path)
 
 
-@pytest.mark.parametrize("captions", ["missing", []])
-def test_entry_without_captions(tmp_path, write_images, captions):
+def test_entry_without_captions_key_is_an_error(tmp_path, write_images):
     entries = [dict(e) for e in CUHK]
-    if captions == "missing":
-        del entries[2]["captions"]
-    else:
-        entries[2]["captions"] = captions
+    del entries[2]["captions"]
     write_dataset(tmp_path, write_images, "reid_raw.json", entries)
     with pytest.raises(DatasetFormatError) as err:
         datasets.load("cuhk_pedes", tmp_path)
     assert err.value.path.endswith("reid_raw.json") and err.value.field == "captions"
     assert "entry 2" in str(err.value)
+
+
+@pytest.mark.parametrize("captions", [[], ["", "  \t"]])
+def test_entry_with_no_caption_left_is_dropped_and_counted(tmp_path, write_images, captions):
+    entries = [dict(e) for e in CUHK]
+    entries[2]["captions"] = captions
+    write_dataset(tmp_path, write_images, "reid_raw.json", entries)
+    data = datasets.load("cuhk_pedes", tmp_path)
+    # Entry 2 (train, id 1) is gone; id 1 keeps its other image, so ids stay contiguous.
+    assert [Path(r.path).name for r in data.train] == ["0363004.png", "0001_a.png"]
+    expected = {"train images without a caption": 1}
+    if captions:
+        expected["blank captions in train"] = 2
+    assert data.skipped == expected
+    assert "skipped 1 (train images without a caption)" in data.summary()
 
 
 @pytest.mark.parametrize("json_name", ["ICFG-PEDES.json", "ICFG_PEDES.json"])

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from valpat_keras.data.errors import DatasetFormatError
-from valpat_keras.data.tokenizer import CaptionTokenizer
+from valpat_keras.data.tokenizer import CaptionTokenizer, CaptionWordPieceTokenizer
 
 pytestmark = pytest.mark.keras
 
@@ -59,3 +59,33 @@ def test_save_load_round_trip(tokenizer, tmp_path):
 def test_load_missing_folder_names_the_file(tmp_path):
     with pytest.raises(DatasetFormatError, match="vocabulary.txt"):
         CaptionTokenizer.from_preset(tmp_path)
+
+
+HAND_VOCABULARY = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "woman", "in", "red",
+                   "##s", ".", ",", "cafe"]
+
+
+def test_folder_of_an_earlier_version_loads_with_the_same_ids(tmp_path):
+    # The layout earlier versions wrote: vocabulary.txt + tokenizer_config.json.
+    (tmp_path / "vocabulary.txt").write_text("\n".join(HAND_VOCABULARY) + "\n", encoding="utf-8")
+    (tmp_path / "tokenizer_config.json").write_text(
+        '{"class_name": "CaptionTokenizer", "config": {"sequence_length": 10}}',
+        encoding="utf-8")
+    loaded = CaptionTokenizer.from_preset(tmp_path)
+    ids = loaded(["A woman, in REDS.", "Café in Paris"]).numpy()
+    np.testing.assert_array_equal(ids, [[2, 5, 6, 11, 7, 8, 9, 10, 3, 0],
+                                        [2, 12, 7, 1, 3, 0, 0, 0, 0, 0]])
+    assert loaded.detokenize(ids) == ["a woman , in reds .", "cafe in [UNK]"]
+
+
+def test_tokenizer_layer_special_tokens_and_vocabulary_check():
+    layer = CaptionWordPieceTokenizer(vocabulary=HAND_VOCABULARY)
+    assert (layer.pad_token_id, layer.unk_token_id, layer.cls_token_id, layer.sep_token_id,
+            layer.mask_token_id) == (0, 1, 2, 3, 4)
+    assert layer.vocabulary_size() == len(HAND_VOCABULARY)
+    pieces = layer(["a woman in reds"])
+    assert [list(row) for row in pieces] == [[5, 6, 7, 8, 9]]
+    with pytest.raises(ValueError, match="must start with"):
+        CaptionWordPieceTokenizer(vocabulary=["[UNK]", "[PAD]", "[CLS]", "[SEP]", "[MASK]"])
+    with pytest.raises(ValueError, match="must start with"):
+        CaptionTokenizer(HAND_VOCABULARY[1:] + ["[PAD]"])

@@ -7,7 +7,9 @@ from valpat_keras.data.records import ReIDRecord
 from valpat_keras.evaluation import (
     ReIDEvaluationCallback,
     ReIDEvaluator,
+    evaluate_reid,
     extract_features,
+    re_ranking_from_features,
 )
 
 pytestmark = pytest.mark.keras
@@ -72,3 +74,18 @@ def test_evaluator_and_callback_write_history(records):
     assert list(callback.results) == [1]
     with pytest.raises(ValueError, match="every_n_epochs"):
         ReIDEvaluationCallback(evaluator, every_n_epochs=0)
+
+
+def test_evaluator_extract_then_score_is_evaluate_and_rerank_can_be_chosen(records):
+    query, gallery = records
+    evaluator = ReIDEvaluator(query, gallery, image_size=SIZE, batch_size=4, metric="cosine")
+    model = _flatten_model()
+    q, g = evaluator.extract(model)
+    direct = extract_features(model, query, SIZE, batch_size=4, verbose=False)
+    np.testing.assert_allclose(q.features, direct.features, atol=1e-6)
+    assert evaluator.score(q, g)["mAP"] == evaluator.evaluate(model)["mAP"]
+    reranked = evaluator.score(q, g, rerank=True)
+    expected = evaluate_reid(re_ranking_from_features(q.features, g.features, metric="cosine"),
+                             q.pids, g.pids, q.camids, g.camids)
+    assert reranked["mAP"] == pytest.approx(float(expected["mAP"]), abs=1e-9)
+    assert reranked["mINP"] == pytest.approx(float(expected["mINP"]), abs=1e-9)

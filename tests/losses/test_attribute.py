@@ -2,6 +2,8 @@ import numpy as np
 import pytest
 from keras.ops import convert_to_numpy as to_np
 
+from valpat_keras.losses import batch_mean_accuracy, positive_ratios, prior_logits, weighted_bce
+
 pytestmark = pytest.mark.keras
 
 LABELS = np.array([[1, 0, -1], [0, 0, 1], [1, -1, 0], [0, 1, 0]], "float32")
@@ -19,15 +21,11 @@ def _np_weighted_bce(labels, logits, ratio):
 
 
 def test_positive_ratios_ignore_unknown():
-    from valpat_keras.losses import positive_ratios
-
     np.testing.assert_allclose(positive_ratios(LABELS), [0.5, 1 / 3, 1 / 3])
     assert positive_ratios(-np.ones((2, 1)))[0] == 0.5
 
 
 def test_weighted_bce_matches_numpy_and_masks_unknown():
-    from valpat_keras.losses import positive_ratios, weighted_bce
-
     ratio = positive_ratios(LABELS)
     ref_mean, ref_sum = _np_weighted_bce(LABELS, LOGITS, ratio)
     np.testing.assert_allclose(float(to_np(weighted_bce(LABELS, LOGITS, ratio))), ref_mean,
@@ -42,8 +40,6 @@ def test_weighted_bce_matches_numpy_and_masks_unknown():
 
 
 def test_prior_logits_minimise_the_weighted_bce_of_a_constant():
-    from valpat_keras.losses import prior_logits, weighted_bce
-
     ratios = np.array([0.05, 0.3, 0.5, 0.9], "float32")
     labels = (np.arange(100)[:, None] < np.round(ratios * 100)[None, :]).astype("float32")
     prior = prior_logits(ratios)
@@ -59,8 +55,6 @@ def test_prior_logits_minimise_the_weighted_bce_of_a_constant():
 
 
 def test_batch_mean_accuracy():
-    from valpat_keras.losses import batch_mean_accuracy
-
     # attr0: TPR 1, TNR 1; attr1: TPR 1, TNR 1/2 (row 2 unknown); attr2: TPR 1, TNR 1.
     np.testing.assert_allclose(float(to_np(batch_mean_accuracy(LABELS, LOGITS))),
                                (1.0 + 0.75 + 1.0) / 3, rtol=1e-6)
@@ -71,9 +65,6 @@ def test_batch_mean_accuracy():
 
 
 def test_balanced_weighting_equals_numpy_and_its_prior_is_zero():
-    from valpat_keras.losses import weighted_bce
-    from valpat_keras.losses.attribute import prior_logits
-
     ratio = np.array([0.005, 0.25, 0.5], "float32")
     prob = 1 / (1 + np.exp(-LOGITS))
     mask = (LABELS == 0) | (LABELS == 1)

@@ -2,20 +2,18 @@ import numpy as np
 import pytest
 from keras.ops import convert_to_numpy as to_np
 
+from valpat_keras.models import ValPatBackbone, build_image_encoder, build_text_encoder
+
 pytestmark = pytest.mark.keras
 
 
 def _backbone():
-    from valpat_keras.models import ValPatBackbone, build_image_encoder, build_text_encoder
-
     return ValPatBackbone(build_image_encoder("tiny", image_size=(64, 32)),
                           build_text_encoder("tiny", vocabulary_size=40, sequence_length=8),
                           embedding_dim=32)
 
 
 def test_backbone_embeddings_normalised_and_preset_round_trip(tmp_path):
-    from valpat_keras.models import ValPatBackbone
-
     backbone = _backbone()
     inputs = {"images": np.random.default_rng(0).random((2, 64, 32, 3)).astype("float32"),
               "token_ids": np.array([[2, 5, 6, 3, 0, 0, 0, 0]] * 2, "int32")}

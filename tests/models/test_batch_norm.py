@@ -3,6 +3,10 @@ import numpy as np
 import pytest
 from keras.ops import convert_to_numpy as to_np
 
+from valpat_keras.models import ImageEncoder, build_image_encoder
+from valpat_keras.models.batch_norm import BatchNormalization as ClosedFormBatchNormalization
+from valpat_keras.models.batch_norm import freeze_batch_norm
+
 pytestmark = pytest.mark.keras
 
 
@@ -19,7 +23,7 @@ def _one_sgd_step(norm_class, x, y, **norm_kwargs):
     ])
     bn = model.layers[1]
     if bn.scale:
-        bn.gamma.assign(np.linspace(0.5, 1.5, 6).astype("float32"))
+        bn.gamma.assign(np.linspace(0.5, 1.5, bn.gamma.shape[0]).astype("float32"))
     model.compile(optimizer=keras.optimizers.SGD(1.0), loss="mse")
     model.train_on_batch(x, y)
     return [to_np(w) for w in model.weights]
@@ -29,10 +33,9 @@ def _one_sgd_step(norm_class, x, y, **norm_kwargs):
     ((8, 4, 3, 5), {}),                                  # conv feature maps, channels last
     ((16, 5), {"momentum": 0.9, "epsilon": 1e-5}),       # vectors (heads, BNNeck)
     ((16, 5), {"center": False, "scale": False}),        # the projection head's last norm
+    ((8, 5, 3), {"axis": 1}),                            # channels not on the last axis
 ])
 def test_closed_form_batch_norm_matches_keras_gradients_and_statistics(shape, kwargs):
-    from valpat_keras.models.batch_norm import BatchNormalization as ClosedFormBatchNormalization
-
     rng = np.random.default_rng(0)
     x = (rng.normal(size=shape) * 3 + 1).astype("float32")
     y = rng.normal(size=(shape[0], 1)).astype("float32")
@@ -44,8 +47,6 @@ def test_closed_form_batch_norm_matches_keras_gradients_and_statistics(shape, kw
 
 
 def test_closed_form_batch_norm_inference_and_config_equal_keras():
-    from valpat_keras.models.batch_norm import BatchNormalization as ClosedFormBatchNormalization
-
     x = np.random.default_rng(1).normal(size=(4, 3, 2, 5)).astype("float32")
     bn = ClosedFormBatchNormalization(momentum=0.9, epsilon=1e-5, name="bn")
     reference = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
@@ -60,9 +61,6 @@ def test_closed_form_batch_norm_inference_and_config_equal_keras():
 
 
 def test_image_encoder_uses_closed_form_batch_norm_and_round_trips(tmp_path):
-    from valpat_keras.models import ImageEncoder, build_image_encoder
-    from valpat_keras.models.batch_norm import BatchNormalization as ClosedFormBatchNormalization
-
     encoder = build_image_encoder("tiny", image_size=(32, 16))
     norms = [layer for layer in encoder.backbone.layers
              if isinstance(layer, keras.layers.BatchNormalization)]
@@ -79,8 +77,6 @@ def test_image_encoder_uses_closed_form_batch_norm_and_round_trips(tmp_path):
 def test_weights_saved_with_keras_batch_norm_load_into_the_encoder(tmp_path):
     # Runs and presets saved before (plain Keras layers) must keep loading: weight paths
     # are built from class names, which the closed-form layer shares with Keras'.
-    from valpat_keras.models import build_image_encoder
-
     keras.utils.set_random_seed(3)
     old = build_image_encoder("tiny", image_size=(32, 16))
     for layer in old.backbone.layers:
@@ -94,8 +90,6 @@ def test_weights_saved_with_keras_batch_norm_load_into_the_encoder(tmp_path):
 
 
 def test_freeze_batch_norm_keeps_statistics_and_affine_weights_through_training():
-    from valpat_keras.models.batch_norm import freeze_batch_norm
-
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Conv2D(5, 3, name="conv"),
                               keras.layers.BatchNormalization(name="bn"),

@@ -1,12 +1,12 @@
 import numpy as np
 import pytest
 
+from valpat_keras.models import AttributeHead, PredictionHead, ProjectionHead
+
 pytestmark = pytest.mark.keras
 
 
 def test_projection_prediction_attribute_heads_shapes_and_config():
-    from valpat_keras.models import AttributeHead, PredictionHead, ProjectionHead
-
     x = np.random.default_rng(0).random((4, 8)).astype("float32")
     proj = ProjectionHead(hidden_dim=16, output_dim=6, num_layers=3)
     assert proj(x).shape == (4, 6)

@@ -1,15 +1,19 @@
+import keras
 import numpy as np
 import pytest
 from keras.ops import convert_to_numpy as to_np
+
+from valpat_keras.models import (
+    IMAGE_ENCODER_CONFIGS,
+    IMAGENET_MEAN,
+    ImageEncoder,
+    build_image_encoder,
+)
 
 pytestmark = pytest.mark.keras
 
 
 def test_tiny_encoder_features_and_preset_round_trip(tmp_path):
-    import keras
-
-    from valpat_keras.models import ImageEncoder, build_image_encoder
-
     encoder = build_image_encoder("tiny", image_size=(64, 32))
     images = np.random.default_rng(0).random((2, 64, 32, 3)).astype("float32")
     features = to_np(encoder(images))
@@ -26,8 +30,6 @@ def test_tiny_encoder_features_and_preset_round_trip(tmp_path):
 
 
 def test_normalisation_inside_and_vit_pooling():
-    from valpat_keras.models import IMAGENET_MEAN, build_image_encoder
-
     encoder = build_image_encoder("tiny", image_size=(32, 32), pooling="avg")
     mean_image = np.broadcast_to(np.array(IMAGENET_MEAN, "float32"), (1, 32, 32, 3))
     normalised = to_np(encoder.normalization(mean_image))
@@ -36,3 +38,16 @@ def test_normalisation_inside_and_vit_pooling():
     assert vit.pooling == "token" and vit.feature_dim == 192
     with pytest.raises(ValueError, match="Unknown image encoder config"):
         build_image_encoder("resnet9")
+
+
+def test_resnet_configs_are_the_published_stacks():
+    resnet50 = IMAGE_ENCODER_CONFIGS["resnet50"]
+    assert resnet50 == {
+        "family": "resnet", "input_conv_filters": [64], "input_conv_kernel_sizes": [7],
+        "stackwise_num_filters": [64, 128, 256, 512], "stackwise_num_blocks": [3, 4, 6, 3],
+        "stackwise_num_strides": [1, 2, 2, 2], "block_type": "bottleneck_block",
+        "use_pre_activation": False}
+    assert IMAGE_ENCODER_CONFIGS["resnet18"]["stackwise_num_blocks"] == [2, 2, 2, 2]
+    assert IMAGE_ENCODER_CONFIGS["resnet18"]["block_type"] == "basic_block"
+    assert IMAGE_ENCODER_CONFIGS["tiny"]["stackwise_num_strides"] == [1, 2, 2]
+    assert IMAGE_ENCODER_CONFIGS["tiny"]["stackwise_num_filters"] == [64, 128, 256]

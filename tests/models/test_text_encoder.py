@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 from keras.ops import convert_to_numpy as to_np
 
+from valpat_keras.models import build_text_encoder
+
 pytestmark = pytest.mark.keras
 
 
 def test_text_encoder_ignores_padding():
-    from valpat_keras.models import build_text_encoder
-
     encoder = build_text_encoder("tiny", vocabulary_size=50, sequence_length=8, pooling="mean")
     ids = np.array([[2, 7, 9, 3, 0, 0, 0, 0]], "int32")
     short = to_np(encoder(ids[:, :4]))

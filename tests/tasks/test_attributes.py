@@ -1,8 +1,31 @@
 """AttributeRecognizer: loss, metric, a training step, prediction API and saving."""
 
+import warnings
+from types import SimpleNamespace
+
+import keras
 import numpy as np
 import pytest
+from keras import ops
 from PIL import Image
+
+from valpat_keras.data.records import AttributeDataset, AttributeRecord
+from valpat_keras.errors import InputError
+from valpat_keras.evaluation import evaluate_attributes
+from valpat_keras.evaluation.features import extract_features
+from valpat_keras.evaluation.linear_probe import fit_attribute_probe
+from valpat_keras.models import build_image_encoder, load_task
+from valpat_keras.optimizers import GroupedAdamW
+from valpat_keras.tasks import attribute_training
+from valpat_keras.tasks.attributes import (
+    AttributeMeanAccuracy,
+    AttributeRecognizer,
+    AttributesRunConfig,
+    init_head_from_linear_probe,
+    train_attributes,
+)
+
+from .split_guard import Gate, RecordingList
 
 pytestmark = pytest.mark.keras
 
@@ -24,21 +47,15 @@ def _bce(labels, logits, ratios, smoothing=0.0):
 @pytest.fixture(scope="module")
 def encoder():
     # Built once per module (the slow part); each test wraps it in a new task model.
-    from valpat_keras.models import build_image_encoder
-
     return build_image_encoder("tiny", image_size=(64, 32))
 
 
 def _model(encoder, **kwargs):
-    from valpat_keras.tasks.attributes import AttributeRecognizer
-
     return AttributeRecognizer(encoder, num_attributes=5, attribute_names=NAMES, **kwargs)
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.2])
 def test_loss_is_weighted_bce_with_masked_unknowns_and_smoothing(encoder, smoothing):
-    from keras import ops
-
     rng = np.random.default_rng(0)
     labels = rng.integers(-1, 2, size=(6, 5)).astype("float32")
     logits = rng.normal(size=(6, 5)).astype("float32")
@@ -55,11 +72,6 @@ def test_loss_is_weighted_bce_with_masked_unknowns_and_smoothing(encoder, smooth
 
 
 def test_mean_accuracy_metric_accumulates_like_evaluate_attributes():
-    from keras import ops
-
-    from valpat_keras.evaluation import evaluate_attributes
-    from valpat_keras.tasks.attributes import AttributeMeanAccuracy
-
     rng = np.random.default_rng(1)
     labels = rng.integers(-1, 2, size=(20, 5)).astype("float32")
     logits = rng.normal(size=(20, 5)).astype("float32")
@@ -74,10 +86,6 @@ def test_mean_accuracy_metric_accumulates_like_evaluate_attributes():
 
 
 def test_fit_learns_a_visible_attribute_and_predicts_by_name(encoder, tmp_path):
-    import keras
-
-    from valpat_keras.tasks.attributes import AttributeRecognizer
-
     # Attribute 1 ("Hat") is on iff the top of the image is bright; others random / unknown.
     rng = np.random.default_rng(2)
     images = rng.uniform(0, 0.3, size=(16, 64, 32, 3)).astype("float32")
@@ -108,8 +116,6 @@ def test_fit_learns_a_visible_attribute_and_predicts_by_name(encoder, tmp_path):
 
 
 def test_bad_arguments_are_reported(encoder):
-    from valpat_keras.tasks.attributes import AttributeRecognizer
-
     with pytest.raises(ValueError, match="positive_ratios has 2 entries for 5"):
         AttributeRecognizer(encoder, 5, positive_ratios=[0.5, 0.5])
     with pytest.raises(ValueError, match="head_lr_multiplier must be >= 0, got -1"):
@@ -121,8 +127,6 @@ def test_bad_arguments_are_reported(encoder):
 
 @pytest.mark.parametrize("batch_norm", [True, False])
 def test_head_starts_at_the_prior_logit_that_minimises_the_weighted_bce(encoder, batch_norm):
-    from keras import ops
-
     ratios = np.array([0.02, 0.2, 0.5, 0.8, 0.0], "float32")
     model = _model(encoder, positive_ratios=ratios, head_batch_norm=batch_norm)
     head = model.get_layer("attribute_head")
@@ -140,10 +144,6 @@ def test_head_starts_at_the_prior_logit_that_minimises_the_weighted_bce(encoder,
 
 
 def test_default_optimizer_gives_the_head_its_multiplier_also_after_loading(encoder, tmp_path):
-    import keras
-
-    from valpat_keras.optimizers import GroupedAdamW
-
     model = _model(encoder, positive_ratios=[0.3] * 5, head_lr_multiplier=4.0)
     rng = np.random.default_rng(0)
     model.fit(rng.uniform(size=(4, 64, 32, 3)).astype("float32"),
@@ -163,11 +163,6 @@ def test_default_optimizer_gives_the_head_its_multiplier_also_after_loading(enco
 
 
 def test_train_attributes_reads_the_test_split_only_after_training(tmp_path, monkeypatch):
-    from valpat_keras.data.records import AttributeDataset, AttributeRecord
-    from valpat_keras.tasks.attributes import AttributeRecognizer, train_attributes
-
-    from .split_guard import Gate, RecordingList
-
     rng = np.random.default_rng(4)
     records = []
     for i in range(16):
@@ -179,22 +174,34 @@ def test_train_attributes_reads_the_test_split_only_after_training(tmp_path, mon
     dataset = AttributeDataset("toy", str(tmp_path), records[:8], records[8:12], test, NAMES,
                                eval_indices=[0, 1, 2])
     gate.open_after_call(monkeypatch, AttributeRecognizer, "fit")
-    metrics = train_attributes(dataset, tmp_path / "run", epochs=1, batch_size=4,
-                               image_size=(64, 32), augment=False, steps_per_epoch=2, verbose=0)
+    config = AttributesRunConfig(epochs=1, batch_size=4, image_size=(64, 32), augment=False,
+                                 steps_per_epoch=2, verbose=0)
+    metrics = train_attributes(dataset, tmp_path / "run", config)
     assert gate.calls == 1
     assert test.reads and test.early_reads() == []
-    assert metrics["num_test"] == 4 and 0.0 <= metrics["ma"] <= 1.0
+    assert metrics["num_test"] == 4 and metrics["head_init"] == "prior"
     # The validation split is what fit sees.
     history = (tmp_path / "run" / "history.json").read_text()
     assert '"val_loss"' in history
+    # The reported metrics are those of the saved model on the test split.
+    saved = keras.saving.load_model(tmp_path / "run" / "attribute_recognizer.keras")
+    probs = saved.predict_probabilities([r.path for r in records[12:]], batch_size=4)
+    labels = np.stack([r.attributes for r in records[12:]])[:, [0, 1, 2]]
+    want = evaluate_attributes(labels, probs[:, [0, 1, 2]])
+    for key in ("ma", "instance_acc", "instance_prec", "instance_recall", "instance_f1"):
+        np.testing.assert_allclose(metrics[key], want[key], atol=1e-6)
+    np.testing.assert_allclose([metrics["label_ma"][n] for n in NAMES[:3]], want["label_ma"],
+                               atol=1e-6)
+    # The run folder is also one preset of the same model.
+    preset = load_task(tmp_path / "run")
+    assert isinstance(preset, AttributeRecognizer) and preset.attribute_names == list(NAMES)
+    np.testing.assert_allclose(
+        preset.predict_probabilities([r.path for r in records[12:]], batch_size=4), probs,
+        atol=1e-5)
 
 
 @pytest.mark.parametrize("batch_norm", [True, False])
 def test_linear_probe_head_init_predicts_what_the_probe_predicts(encoder, tmp_path, batch_norm):
-    from valpat_keras.evaluation.features import extract_features
-    from valpat_keras.evaluation.linear_probe import fit_attribute_probe
-    from valpat_keras.tasks.attributes import init_head_from_linear_probe
-
     rng = np.random.default_rng(5)
     paths = []
     for i in range(24):
@@ -216,22 +223,84 @@ def test_linear_probe_head_init_predicts_what_the_probe_predicts(encoder, tmp_pa
 
 
 def test_train_attributes_rejects_an_unknown_head_init(tmp_path):
-    from types import SimpleNamespace
-
-    from valpat_keras.errors import InputError
-    from valpat_keras.tasks.attributes import train_attributes
-
     data = SimpleNamespace(name="pa100k", root="/nowhere", train=[object()], test=[object()])
     with pytest.raises(InputError, match="head_init must be one of"):
-        train_attributes(data, tmp_path, head_init="probe")
+        train_attributes(data, tmp_path, AttributesRunConfig(head_init="probe"))
+    with pytest.raises(InputError, match="batch_size must be a positive integer, got 0"):
+        train_attributes(data, tmp_path, AttributesRunConfig(batch_size=0))
+
+
+class _Resolved(Exception):
+    """Raised in place of the input check, carrying the config `train_attributes` resolved."""
+
+
+@pytest.fixture
+def resolve(monkeypatch, tmp_path):
+    """Calls `train_attributes` up to its input check; returns the config it resolved."""
+    def check_inputs(dataset, config):
+        raise _Resolved(config)
+
+    monkeypatch.setattr(attribute_training, "_check_inputs", check_inputs)
+    data = SimpleNamespace(name="toy", root="/nowhere", train=[], test=[])
+
+    def run(*args, **kwargs):
+        with pytest.raises(_Resolved) as stopped:
+            train_attributes(data, tmp_path, *args, **kwargs)
+        return stopped.value.args[0]
+
+    return run
+
+
+def test_old_keyword_call_warns_and_resolves_to_the_same_config(resolve):
+    with pytest.warns(DeprecationWarning, match=r"train_attributes\(config=, init=, epochs=, "
+                                                r"head_lr_multiplier=\.\.\.\) is deprecated"):
+        config = resolve(init="runs/pretrain", config="resnet18", epochs=3,
+                         head_lr_multiplier=0.0)
+    assert config == AttributesRunConfig(init="runs/pretrain", encoder_config="resnet18",
+                                         epochs=3, head_lr_multiplier=0.0)
+    # A string as the third argument is the old encoder configuration.
+    with pytest.warns(DeprecationWarning, match=r"train_attributes\(config=\.\.\.\)"):
+        assert resolve("vit_tiny") == AttributesRunConfig(encoder_config="vit_tiny")
+    # Keywords override a given config's fields; a config alone does not warn.
+    with pytest.warns(DeprecationWarning, match="seed="):
+        assert resolve(AttributesRunConfig(epochs=5), seed=7) == AttributesRunConfig(
+            epochs=5, seed=7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve(AttributesRunConfig(epochs=5)) == AttributesRunConfig(epochs=5)
+        assert resolve() == AttributesRunConfig()
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['epoch'\]"):
+        train_attributes(SimpleNamespace(), "unused", epoch=3)
+
+
+def test_run_config_round_trips_through_json_and_yaml(tmp_path):
+    config = AttributesRunConfig(init="runs/pretrain", image_size=(128, 64), epochs=3,
+                                 freeze_batch_norm=False, zero_shot=True,
+                                 zero_shot_prompts={"Hat": ["a cap", "a man"]})
+    assert AttributesRunConfig.from_file(config.save(tmp_path / "run.json")) == config
+    (tmp_path / "run.yaml").write_text("init: runs/pretrain\nimage_size: [128, 64]\nepochs: 3\n"
+                                       "freeze_batch_norm: false\nzero_shot: true\n"
+                                       "zero_shot_prompts: {Hat: [a cap, a man]}\n")
+    assert AttributesRunConfig.from_file(tmp_path / "run.yaml") == config
+    with pytest.raises(InputError, match=r"unknown AttributesRunConfig field\(s\) \['config'\]"):
+        AttributesRunConfig.from_dict({"config": "tiny"})
+
+
+def test_compile_defaults_and_a_given_loss(encoder):
+    model = _model(encoder, head_lr_multiplier=3.0, eval_indices=[0, 2])
+    assert model.compiled and type(model.optimizer) is GroupedAdamW
+    assert model.optimizer.get_config()["weight_decay"] == pytest.approx(5e-4)
+    assert float(ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(3e-4)
+    assert {model.optimizer.multiplier(v) for v in model.head.trainable_variables} == {3.0}
+    assert {model.optimizer.multiplier(v) for v in model.backbone.trainable_variables} == {1.0}
+    (metric,) = model.default_metrics()
+    assert isinstance(metric, AttributeMeanAccuracy) and metric.indices == [0, 2]
+    with pytest.raises(ValueError, match=r"AttributeRecognizer computes its own loss.*'mse'"):
+        model.compile(loss="mse")
+    assert not _model(encoder, compile=False).compiled
 
 
 def test_frozen_batch_norm_stays_frozen_after_loading(tmp_path):
-    import keras
-
-    from valpat_keras.models import build_image_encoder
-    from valpat_keras.tasks.attributes import AttributeRecognizer
-
     model = AttributeRecognizer(build_image_encoder("tiny", image_size=(64, 32)), 5,
                                 freeze_backbone_batch_norm=True)
     norms = [v.path for v in model.non_trainable_variables if "gamma" in v.path]

@@ -1,5 +1,6 @@
-"""The cache of pretraining runs: a finished run is reused, a changed argument or --fresh
-retrains, and the data fingerprint ignores where the same data was written."""
+"""The cache of pretraining runs: a finished run is reused, a changed setting or --fresh
+retrains, the key follows the `PretrainConfig` (not how it was spelled), and the data
+fingerprint ignores where the same data was written."""
 
 import json
 import shutil
@@ -9,6 +10,7 @@ import pytest
 
 from valpat_keras.data.records import PretrainDataset, PretrainRecord
 from valpat_keras.tasks import pretrain_cache
+from valpat_keras.tasks.pretrain_config import DISPLAY_ONLY, PretrainConfig
 
 pytestmark = pytest.mark.keras
 
@@ -28,10 +30,10 @@ def _dataset(root, sizes=(10, 20)):
 def calls(monkeypatch):
     made = []
 
-    def fake_pretrain(dataset, out_dir, **arguments):
+    def fake_pretrain(dataset, out_dir, config):
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "history.json").write_text(json.dumps({"loss": [1.0]}))
-        made.append((str(out_dir), arguments))
+        made.append((str(out_dir), config))
 
     from valpat_keras.tasks import pretraining
 
@@ -41,28 +43,48 @@ def calls(monkeypatch):
 
 def test_a_finished_run_is_reused_and_fresh_retrains(tmp_path, calls):
     data = _dataset(tmp_path / "data")
-    run, reused = pretrain_cache.cached_pretrain(data, tmp_path / "cache", steps=5, seed=0,
+    config = PretrainConfig(steps=5, seed=0)
+    run, reused = pretrain_cache.cached_pretrain(data, tmp_path / "cache", config,
                                                  printer=lambda line: None)
-    assert not reused and len(calls) == 1
+    assert not reused and len(calls) == 1 and calls[0][1] == config
     key = json.loads((run / pretrain_cache.KEY_FILE).read_text())
-    assert key["identity"]["arguments"] == {"steps": 5, "seed": 0}
-    again, reused = pretrain_cache.cached_pretrain(data, tmp_path / "cache", steps=5, seed=0,
+    expected = config.to_dict()
+    for name in DISPLAY_ONLY:
+        del expected[name]
+    assert key["identity"]["arguments"] == expected
+    # The same settings, spelled otherwise (verbosity does not count): the cached run.
+    again, reused = pretrain_cache.cached_pretrain(data, tmp_path / "cache",
+                                                   PretrainConfig(steps=5, verbose=0),
                                                    printer=lambda line: None)
     assert (again, reused) == (run, True) and len(calls) == 1
-    other, reused = pretrain_cache.cached_pretrain(data, tmp_path / "cache", steps=5, seed=1,
+    other, reused = pretrain_cache.cached_pretrain(data, tmp_path / "cache",
+                                                   config.replace(seed=1),
                                                    printer=lambda line: None)
     assert other != run and not reused and len(calls) == 2
-    _, reused = pretrain_cache.cached_pretrain(data, tmp_path / "cache", steps=5, seed=0,
-                                               fresh=True, printer=lambda line: None)
+    _, reused = pretrain_cache.cached_pretrain(data, tmp_path / "cache", config, fresh=True,
+                                               printer=lambda line: None)
     assert not reused and len(calls) == 3
+
+
+def test_old_keyword_call_warns_and_finds_the_same_run(tmp_path, calls):
+    data = _dataset(tmp_path / "data")
+    config = PretrainConfig(encoder_config="tiny", steps=5, image_size=(64, 32), seed=0)
+    run, _ = pretrain_cache.cached_pretrain(data, tmp_path / "cache", config,
+                                            printer=lambda line: None)
+    with pytest.warns(DeprecationWarning, match="cached_pretrain"):
+        again, reused = pretrain_cache.cached_pretrain(
+            data, tmp_path / "cache", config="tiny", steps=5, image_size=[64, 32],
+            printer=lambda line: None)
+    assert (again, reused) == (run, True) and len(calls) == 1
 
 
 def test_an_unfinished_run_is_not_reused(tmp_path, calls):
     data = _dataset(tmp_path / "data")
-    run, _ = pretrain_cache.cached_pretrain(data, tmp_path / "cache", steps=5,
+    config = PretrainConfig(steps=5)
+    run, _ = pretrain_cache.cached_pretrain(data, tmp_path / "cache", config,
                                             printer=lambda line: None)
     (run / pretrain_cache.KEY_FILE).unlink()  # as if killed before pretrain returned
-    _, reused = pretrain_cache.cached_pretrain(data, tmp_path / "cache", steps=5,
+    _, reused = pretrain_cache.cached_pretrain(data, tmp_path / "cache", config,
                                                printer=lambda line: None)
     assert not reused and len(calls) == 2
 

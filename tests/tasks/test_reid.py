@@ -1,14 +1,21 @@
 """Re-ID transfer: BNNeck, the LR schedule, BoT training and the Cluster Contrast loop."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
 from PIL import Image
 
-from valpat_keras.data.records import ReIDRecord
-from valpat_keras.models import build_image_encoder
+from valpat_keras.data.records import ReIDDataset, ReIDRecord, pids_of
+from valpat_keras.data.splits import split_reid_validation
+from valpat_keras.losses.reid import batch_hard_triplet, cross_entropy_label_smoothing
+from valpat_keras.models import build_image_encoder, load_task
+from valpat_keras.models.gradient_gate import GradientGate as MovedGate
 from valpat_keras.models.reid_head import BNNeck
-from valpat_keras.tasks.reid import FreezeBackbone, ReIDModel, WarmupLearningRate
+from valpat_keras.schedules import WarmupLearningRate as MovedSchedule
+from valpat_keras.tasks import reid_training
+from valpat_keras.tasks.reid import FreezeBackbone, GradientGate, ReIDModel, WarmupLearningRate
 from valpat_keras.tasks.unsupervised_reid import (
     ClusterContrastReID,
     fit_cluster_contrast,
@@ -81,6 +88,7 @@ def test_bot_training_step_freezing_and_keras_round_trip(tmp_path):
                    zip(model.backbone.weights, backbone_before))
     embeddings = model.embed(images)
     assert embeddings.shape == (16, model.backbone.feature_dim)
+    assert model.embedding_model.name == "reid_embedding"
     path = tmp_path / "reid.keras"
     model.save(path)
     restored = keras.saving.load_model(path)
@@ -88,6 +96,34 @@ def test_bot_training_step_freezing_and_keras_round_trip(tmp_path):
     assert restored.triplet_margin == 0.3 and restored.label_smoothing == 0.1
     for restored_weight, weight in zip(restored.get_weights(), model.get_weights()):
         np.testing.assert_array_equal(restored_weight, weight)
+    np.testing.assert_allclose(restored.embed(images), embeddings, atol=1e-6)
+    # The saved optimizer (its step count too) is restored by compile_from_config.
+    assert int(_np(restored.optimizer.iterations)) == int(_np(model.optimizer.iterations)) > 0
+
+
+def test_reid_model_loss_is_its_terms_plus_regularisation_and_rejects_a_loss():
+    keras.utils.set_random_seed(0)
+    model = ReIDModel(build_image_encoder("tiny", IMAGE_SIZE), num_classes=4,
+                      label_smoothing=0.2, triplet_margin=None, triplet_loss_weight=0.5)
+    with pytest.raises(ValueError, match="computes its own loss"):
+        model.compile(loss="sparse_categorical_crossentropy")
+    model.compile()
+    assert isinstance(model.optimizer, keras.optimizers.Adam)
+    assert float(_np(model.optimizer.learning_rate)) == pytest.approx(3.5e-4)
+    images, pids = _pk_batch()
+    outputs = model(images, training=False)
+    id_loss = float(_np(cross_entropy_label_smoothing(pids, outputs["logits"], 0.2)))
+    triplet = float(_np(batch_hard_triplet(outputs["features"], pids, None)))
+    loss = model.compute_loss(images, pids, outputs, training=False)
+    assert float(_np(loss)) == pytest.approx(id_loss + 0.5 * triplet, rel=1e-5)
+    assert float(_np(model.trackers["triplet_loss"].result())) == pytest.approx(triplet,
+                                                                                 rel=1e-5)
+    # A weight regulariser's loss (here L2 on the classifier kernel) is added.
+    model.classifier.kernel.regularizer = keras.regularizers.L2(0.01)
+    extra = 0.01 * float(np.sum(np.square(_np(model.classifier.kernel))))
+    assert extra > 0
+    loss = model.compute_loss(images, pids, outputs, training=False)
+    assert float(_np(loss)) == pytest.approx(id_loss + 0.5 * triplet + extra, rel=1e-4)
 
 
 def test_cluster_memory_is_set_masked_and_updated_in_the_train_step():
@@ -109,6 +145,49 @@ def test_cluster_memory_is_set_masked_and_updated_in_the_train_step():
     np.testing.assert_array_equal(memory[6:], 0.0)
     with pytest.raises(ValueError, match="capacity"):
         model.set_centroids(np.zeros((9, model.backbone.feature_dim)))
+
+
+def test_cluster_contrast_keras_round_trip_keeps_memory_weights_and_optimizer(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = ClusterContrastReID(build_image_encoder("tiny", IMAGE_SIZE), memory_capacity=8,
+                                temperature=0.1, memory_momentum=0.3, hard_memory_update=True)
+    with pytest.raises(ValueError, match="computes its own loss"):
+        model.compile(loss="mse")
+    model.compile()
+    assert float(_np(model.optimizer.learning_rate)) == pytest.approx(3.5e-4)
+    rng = np.random.default_rng(2)
+    centroids = rng.normal(size=(5, model.backbone.feature_dim)).astype("float32")
+    model.set_centroids(centroids / np.linalg.norm(centroids, axis=1, keepdims=True))
+    images, labels = _pk_batch()
+    model.fit(images, labels, batch_size=16, epochs=1, verbose=0, shuffle=False)
+    path = tmp_path / "cluster_contrast.keras"
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert isinstance(restored, ClusterContrastReID)
+    own = ("memory_capacity", "temperature", "memory_momentum", "hard_memory_update")
+    assert [restored.get_config()[key] for key in own] == [8, 0.1, 0.3, True]
+    assert restored.embedding_model.name == "reid_embedding"
+    np.testing.assert_array_equal(_np(restored.memory.centroids.value),
+                                  _np(model.memory.centroids.value))
+    assert int(_np(restored.memory.num_clusters)) == 5
+    np.testing.assert_allclose(restored.embed(images), model.embed(images), atol=1e-6)
+    assert int(_np(restored.optimizer.iterations)) == int(_np(model.optimizer.iterations)) == 1
+    # Both continue identically: same loss, same memory update.
+    logs = [m.fit(images, labels, batch_size=16, epochs=1, verbose=0, shuffle=False).history
+            for m in (model, restored)]
+    assert logs[0]["loss"][0] == pytest.approx(logs[1]["loss"][0], rel=1e-4)
+    np.testing.assert_allclose(_np(restored.memory.centroids.value),
+                               _np(model.memory.centroids.value), atol=1e-5)
+
+
+def test_moved_classes_keep_their_registered_names_and_old_import_paths():
+    # Saved .keras files name these classes; they moved to valpat_keras.schedules and
+    # valpat_keras.models.gradient_gate, and valpat_keras.tasks.reid re-exports them.
+    assert GradientGate is MovedGate and WarmupLearningRate is MovedSchedule
+    assert keras.saving.get_registered_name(GradientGate) == "valpat_keras>GradientGate"
+    assert keras.saving.get_registered_name(WarmupLearningRate) == \
+        "valpat_keras>WarmupLearningRate"
+    assert keras.saving.get_registered_object("valpat_keras>WarmupLearningRate") is MovedSchedule
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +225,7 @@ def test_cluster_contrast_loop_improves_pseudo_labels(toy_reid_records):
     for entry in history:
         assert entry["num_clusters"] >= 4 and np.isfinite(entry["loss"])
         assert {"num_outliers", "ari", "nmi"} <= set(entry)
-    true_ids = np.asarray([r.pid for r in toy_reid_records])
+    true_ids = pids_of(toy_reid_records)
     pseudo, final = pseudo_label_epoch(model, toy_reid_records, IMAGE_SIZE,
                                        true_ids=true_ids, **cluster_args)
     assert len(pseudo) == len(toy_reid_records) - final["num_outliers"]
@@ -171,8 +250,6 @@ def test_cluster_contrast_trains_with_fewer_clusters_than_p(toy_reid_records):
 
 def _guarded_reid_dataset(records, gate):
     """Train on ids 0-7; the test split (ids 8-11) records every read of its items."""
-    from valpat_keras.data.records import ReIDDataset
-
     from .split_guard import RecordingList
 
     test = [r for r in records if r.pid >= 8]
@@ -183,19 +260,16 @@ def _guarded_reid_dataset(records, gate):
 
 
 def _train_guarded(monkeypatch, records, tmp_path, unsupervised, fraction, epochs):
-    from valpat_keras.tasks import reid_training
-
     from .split_guard import Gate
 
     gate = Gate()
     dataset = _guarded_reid_dataset(records, gate)
     gate.open_on_call(monkeypatch, reid_training, "evaluate_reid_model")
-    options = reid_training.ReIDTrainingConfig(
+    config = reid_training.ReIDRunConfig(
+        unsupervised=unsupervised, epochs=epochs, p=4, k=4, image_size=IMAGE_SIZE,
         steps_per_epoch=1, validation_fraction=fraction, eps=0.6, min_samples=3, k1=6, k2=2,
         augment=False, verbose=0)
-    metrics = reid_training.train_reid(dataset, tmp_path, unsupervised=unsupervised,
-                                       epochs=epochs, p=4, k=4, image_size=IMAGE_SIZE,
-                                       options=options)
+    metrics = reid_training.train_reid(dataset, tmp_path, config)
     # The test split is read, and only from the final evaluation on.
     assert gate.calls == 1
     for split in (dataset.query, dataset.gallery):
@@ -205,8 +279,6 @@ def _train_guarded(monkeypatch, records, tmp_path, unsupervised, fraction, epoch
 
 def test_train_reid_selects_on_held_out_train_ids_and_reads_test_once(
         toy_reid_records, tmp_path, monkeypatch):
-    import json
-
     dataset, metrics = _train_guarded(monkeypatch, toy_reid_records, tmp_path,
                                       unsupervised=False, fraction=0.1, epochs=2)
     # 10 % of 8 ids rounds below the minimum of 2 validation ids.
@@ -222,13 +294,22 @@ def test_train_reid_selects_on_held_out_train_ids_and_reads_test_once(
     assert metrics["num_valid_queries"] == len(dataset.query)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["best_epoch"] == metrics["best_epoch"] and saved["selection"] == "validation"
-    assert keras.saving.load_model(tmp_path / "reid_model.keras").num_classes == 6
+    saved = keras.saving.load_model(tmp_path / "reid_model.keras")
+    assert saved.num_classes == 6
+    # The run folder is also one preset: the same task, with an image preprocessor that
+    # takes raw uint8 images of any size.
+    preset = load_task(tmp_path)
+    assert isinstance(preset, ReIDModel) and preset.num_classes == 6
+    images = np.random.default_rng(0).random((3, *IMAGE_SIZE, 3)).astype("float32")
+    np.testing.assert_allclose(preset.embed(images), saved.embed(images), atol=1e-5)
+    raw = np.random.default_rng(1).integers(0, 256, (2, 48, 20, 3)).astype("uint8")
+    converted = keras.ops.convert_to_numpy(preset.preprocessor(raw))
+    assert converted.shape == (2, *IMAGE_SIZE, 3)
+    assert 0.0 <= converted.min() and converted.max() <= 1.0 and converted.max() > 0.5
 
 
 def test_train_reid_without_validation_keeps_the_last_epoch(toy_reid_records, tmp_path,
                                                            monkeypatch):
-    import json
-
     _, metrics = _train_guarded(monkeypatch, toy_reid_records, tmp_path, unsupervised=False,
                                 fraction=0.0, epochs=1)
     assert metrics["selection"] == "last_epoch" and metrics["best_val_mAP"] is None
@@ -241,11 +322,6 @@ def test_train_reid_without_validation_keeps_the_last_epoch(toy_reid_records, tm
 
 def test_unsupervised_train_reid_clusters_without_the_validation_ids(toy_reid_records,
                                                                     tmp_path, monkeypatch):
-    import json
-
-    from valpat_keras.data.splits import split_reid_validation
-    from valpat_keras.tasks import reid_training
-
     clustered = []
     original = reid_training.fit_cluster_contrast
 
@@ -268,16 +344,14 @@ def test_unsupervised_train_reid_clusters_without_the_validation_ids(toy_reid_re
 
 
 def test_train_reid_rejects_a_validation_fraction_out_of_range(toy_reid_records, tmp_path):
-    from valpat_keras.data.records import ReIDDataset
-    from valpat_keras.tasks.reid_training import ReIDTrainingConfig, train_reid
-
     dataset = ReIDDataset("toy", "", toy_reid_records[:16], toy_reid_records[16:18],
                           toy_reid_records[18:24])
     for fraction in (-0.1, 1.0):
         with pytest.raises(ValueError, match=r"validation_fraction must be in \[0, 1\)"):
-            train_reid(dataset, tmp_path, options=ReIDTrainingConfig(
-                validation_fraction=fraction))
+            reid_training.train_reid(dataset, tmp_path,
+                                     reid_training.ReIDRunConfig(validation_fraction=fraction))
     # Two identities cannot give two validation ids and keep one to train on.
     with pytest.raises(ValueError, match="toy: .*leaves none to train on"):
-        train_reid(dataset, tmp_path, options=ReIDTrainingConfig(validation_fraction=0.5))
+        reid_training.train_reid(dataset, tmp_path,
+                                 reid_training.ReIDRunConfig(validation_fraction=0.5))
     assert not (tmp_path / "metrics.json").exists()

@@ -1,8 +1,29 @@
 """Zero-shot attribute recognition: prompts, the pairwise softmax and evaluation from a run."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
+from keras import ops
 from PIL import Image
+
+from valpat_keras.data.attribute_names import PA100K_ATTRIBUTES
+from valpat_keras.data.records import AttributeDataset, AttributeRecord
+from valpat_keras.data.synthped import describe, sample_identity
+from valpat_keras.data.tokenizer import CaptionTokenizer
+from valpat_keras.errors import InputError
+from valpat_keras.evaluation import evaluate_attributes
+from valpat_keras.models.embedding import encode_captions, encode_images
+from valpat_keras.tasks.attributes import AttributesRunConfig, train_attributes
+from valpat_keras.tasks.search import build_search_backbone
+from valpat_keras.tasks.zero_shot import (
+    PA100K_PROMPTS,
+    evaluate_zero_shot,
+    resolve_prompts,
+    unknown_prompt_words,
+    zero_shot_attributes,
+)
 
 pytestmark = pytest.mark.keras
 
@@ -10,18 +31,12 @@ pytestmark = pytest.mark.keras
 @pytest.fixture(scope="module")
 def backbone_and_tokenizer():
     # Built once per module: building the encoders dominates these tests' time.
-    from valpat_keras.tasks.search import build_search_backbone
-    from valpat_keras.tasks.zero_shot import resolve_prompts
-
     sentences = [t for pos, neg in resolve_prompts().values() for t in pos + neg]
     return build_search_backbone(sentences, image_size=(64, 32), embedding_dim=32,
                                  vocabulary_size=200, sequence_length=16)
 
 
 def test_default_prompts_cover_pa100k_and_can_be_overridden():
-    from valpat_keras.data.attribute_names import PA100K_ATTRIBUTES
-    from valpat_keras.tasks.zero_shot import PA100K_PROMPTS, resolve_prompts
-
     assert tuple(PA100K_PROMPTS) == PA100K_ATTRIBUTES
     prompts = resolve_prompts(prompts={"Hat": ("a red cap", ["no hat", "bare head"])})
     assert list(prompts) == list(PA100K_ATTRIBUTES)
@@ -34,10 +49,6 @@ def test_default_prompts_cover_pa100k_and_can_be_overridden():
 
 
 def test_default_prompts_speak_the_language_of_captions():
-    from valpat_keras.data.synthped import describe, sample_identity
-    from valpat_keras.data.tokenizer import CaptionTokenizer
-    from valpat_keras.tasks.zero_shot import resolve_prompts, unknown_prompt_words
-
     # A tokenizer learnt from SynthPed captions, as pretraining learns it.
     rng = np.random.default_rng(0)
     captions = [c for uid in range(600) for view in ("front", "side", "back")
@@ -54,11 +65,6 @@ def test_default_prompts_speak_the_language_of_captions():
 
 
 def test_probability_is_the_softmax_over_the_prompt_pair(backbone_and_tokenizer, tmp_path):
-    from keras import ops
-
-    from valpat_keras.tasks.search import encode_captions, encode_images
-    from valpat_keras.tasks.zero_shot import zero_shot_attributes
-
     backbone, tokenizer = backbone_and_tokenizer
     rng = np.random.default_rng(0)
     images = rng.uniform(size=(3, 64, 32, 3)).astype("float32")
@@ -88,10 +94,6 @@ def test_probability_is_the_softmax_over_the_prompt_pair(backbone_and_tokenizer,
 
 
 def test_evaluate_zero_shot_reads_a_run_folder(backbone_and_tokenizer, tmp_path):
-    from valpat_keras.data.attribute_names import PA100K_ATTRIBUTES
-    from valpat_keras.data.records import AttributeDataset, AttributeRecord
-    from valpat_keras.tasks.zero_shot import evaluate_zero_shot
-
     backbone, tokenizer = backbone_and_tokenizer
     backbone.save_to_preset(str(tmp_path / "run" / "backbone"))
     tokenizer.save_to_preset(str(tmp_path / "run" / "backbone" / "tokenizer"))
@@ -104,20 +106,36 @@ def test_evaluate_zero_shot_reads_a_run_folder(backbone_and_tokenizer, tmp_path)
     dataset = AttributeDataset("pa100k", str(tmp_path), records, [], records,
                                list(PA100K_ATTRIBUTES), eval_indices=[0, 7, 11])
     result = evaluate_zero_shot(dataset, tmp_path / "run")
-    assert set(result["label_ma"]) == {"Female", "Hat", "Backpack"}
-    assert 0.0 <= result["ma"] <= 1.0 and result["label_ma_array"].shape == (3,)
+    assert list(result["label_ma"]) == ["Female", "Hat", "Backpack"]
+    # The numbers are those of the pairwise softmax scored against the evaluated labels.
+    names = ["Female", "Hat", "Backpack"]
+    probs = zero_shot_attributes(backbone, tokenizer, [r.path for r in records],
+                                 attribute_names=names)
+    want = evaluate_attributes(np.stack([r.attributes for r in records])[:, [0, 7, 11]], probs)
+    for key in ("ma", "instance_acc", "instance_prec", "instance_recall", "instance_f1"):
+        np.testing.assert_allclose(result[key], want[key], atol=1e-6)
+    np.testing.assert_allclose(result["label_ma_array"], want["label_ma"], atol=1e-6)
+    np.testing.assert_allclose([result["label_ma"][n] for n in names], want["label_ma"],
+                               atol=1e-6)
     with pytest.raises(FileNotFoundError, match="no pretrained backbone"):
         evaluate_zero_shot(dataset, tmp_path / "missing")
 
 
 def test_train_attributes_checks_zero_shot_inputs_before_training(tmp_path):
-    from valpat_keras.data.records import AttributeDataset, AttributeRecord
-    from valpat_keras.tasks.attributes import train_attributes
-
     records = [AttributeRecord(str(tmp_path / "never_read.jpg"), np.array([1], np.int8))]
     dataset = AttributeDataset("manifest", str(tmp_path), records, [], records, ["umbrella"],
                                eval_indices=[0])
-    with pytest.raises(ValueError, match="needs init=RUN_DIR"):
-        train_attributes(dataset, tmp_path / "out", zero_shot=True)
+    with pytest.raises(InputError, match="needs init=RUN_DIR"):
+        train_attributes(dataset, tmp_path / "out", AttributesRunConfig(zero_shot=True))
     with pytest.raises(KeyError, match="umbrella"):
-        train_attributes(dataset, tmp_path / "out", init=str(tmp_path), zero_shot=True)
+        train_attributes(dataset, tmp_path / "out",
+                         AttributesRunConfig(init=str(tmp_path), zero_shot=True))
+
+
+def test_zero_shot_and_attributes_do_not_import_the_search_task():
+    # The image and caption embedders come from valpat_keras.models.embedding.
+    code = ("import sys, valpat_keras.tasks.attributes; "
+            "print('valpat_keras.tasks.search' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "False"

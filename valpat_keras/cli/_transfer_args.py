@@ -1,14 +1,14 @@
-"""Arguments shared by the transfer subcommands (`valpat attributes`, `valpat search`).
+"""Arguments shared by the transfer subcommands (`valpat reid`, `attributes`, `search`, `evaluate`).
 
-``--data NAME:ROOT`` names a registered dataset; ``--data synthped[:DIR]`` generates a SynthPed
-set (into DIR, or ``RUN_DIR/synthped``) and reads the layout the command needs from it.
+``--data NAME:ROOT`` names a registered dataset; ``--data synthped[:DIR]`` reads the layout the
+command needs from a SynthPed set: DIR as it is when it holds one, else one generated (by
+`ensure_synthped`, reused while its config is unchanged) into DIR or ``RUN_DIR/synthped``.
 ``--init RUN_DIR | --init-preset NAME | --random-init`` choose the starting weights.
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
 from pathlib import Path
 
 from valpat_keras.cli.arg_types import image_size as parse_image_size
@@ -17,6 +17,9 @@ from valpat_keras.cli.arg_types import (
     positive_float,
     positive_int,
 )
+from valpat_keras.cli.common import parse_data_spec
+from valpat_keras.data.registry import available, get_entry
+from valpat_keras.data.registry import load as load_registered
 from valpat_keras.errors import InputError
 
 #: What each transfer command reads, as a registry kind.
@@ -76,9 +79,6 @@ def dataset_entry(spec: str, command: str):
         InputError: No root, an unknown name, or a loader of another kind (the message names
             --data, the loader and the loaders the command accepts).
     """
-    from valpat_keras.cli.common import parse_data_spec
-    from valpat_keras.data.registry import available, get_entry
-
     name, root = parse_data_spec(spec)
     if name == "synthped":
         return None, root
@@ -117,36 +117,45 @@ def require_splits(dataset, splits: tuple[str, ...], spec: str) -> None:
 
 
 def load_dataset(args: argparse.Namespace, synthped_layout: str, **options):
-    """Loads ``--data``; for ``synthped[:DIR]`` generates SynthPed and loads ``synthped_layout``.
+    """Loads ``--data``; for ``synthped[:DIR]`` reads ``synthped_layout`` of a SynthPed set.
 
     The loader's kind is checked first (`dataset_entry`), so ``valpat reid --data pa100k:...``
-    fails with one line naming the loaders ``reid`` reads.
+    fails with one line naming the loaders ``reid`` reads. A user's data (not SynthPed) is
+    loaded with ``verify_images=True``: every image is decoded once (cached) so an unreadable
+    one is counted and reported before training or evaluation, not inside ``fit``.
 
     Args:
-        args: Parsed arguments (``data``, ``out``, ``seed``, ``synthped_preset``).
-        synthped_layout: The loader that reads the generated set (``"pa100k"`` or
-            ``"cuhk_pedes"``).
-        **options: Loader options (e.g. ``split``), passed when the loader accepts them.
-            A user's data (not generated SynthPed) is loaded with ``verify_images=True``.
-    """
-    from valpat_keras.data.registry import get_entry
+        args: Parsed arguments: ``data``, ``out``, ``command`` (a key of `COMMAND_KINDS`;
+            ``evaluate`` reads re-ID data) and, when the command has them, ``seed`` and
+            ``synthped_preset`` (default ``0`` and ``"tiny"``).
+        synthped_layout: The loader that reads the SynthPed set (``"market1501"``,
+            ``"pa100k"`` or ``"cuhk_pedes"``).
+        **options: Loader options (e.g. ``split``); the registry passes those the loader
+            takes and the dataset's summary names the others (`registry.load`).
 
+    Raises:
+        InputError: A bad ``--data``, a folder SynthPed cannot write into, or bad data.
+    """
     entry, root = dataset_entry(args.data, args.command)
     if entry is None:
-        from valpat_keras.data.synthped import SynthPedConfig, write_synthped
-
-        root = root or str(Path(args.out) / "synthped")
-        if not (Path(root) / "synthped.json").is_file():
-            config = SynthPedConfig.preset(args.synthped_preset, seed=args.seed)
-            print(f"generating SynthPed ({args.synthped_preset}) into {root}")
-            write_synthped(root, config)
+        root = _synthped_root(args, root)
         entry = get_entry(synthped_layout)
     else:
-        # A user's files: decode every image now (once, cached), so an unreadable one is
-        # counted and reported before training rather than failing inside `fit` later.
         options.setdefault("verify_images", True)
     options.setdefault("kind", COMMAND_KINDS[args.command])
-    accepted = inspect.signature(entry.loader).parameters
-    kwargs = {k: v for k, v in options.items() if v is not None and k in accepted}
-    return entry.loader(root, **kwargs)
+    return load_registered(entry, root, **options)
 
+
+def _synthped_root(args: argparse.Namespace, root: str | None) -> str:
+    """``DIR`` when it holds a SynthPed set (any config); else one generated there."""
+    # Deferred: SynthPed rendering is only needed for --data synthped, not at parse time.
+    from valpat_keras.data.synthped import SynthPedConfig, ensure_synthped
+
+    if root is not None and (Path(root) / "synthped.json").is_file():
+        return root  # a set the user wrote (`valpat synthped DIR`): read as it is
+    config = SynthPedConfig.preset(getattr(args, "synthped_preset", "tiny"),
+                                   seed=getattr(args, "seed", 0))
+    try:
+        return ensure_synthped(root or Path(args.out) / "synthped", config).root
+    except FileExistsError as error:
+        raise InputError(f"--data {args.data!r}: {error}") from None

@@ -13,6 +13,7 @@ history.json, attribute_bars.png and attribute_recognizer.keras.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from valpat_keras.cli._transfer_args import (
     add_common_arguments,
@@ -22,6 +23,9 @@ from valpat_keras.cli._transfer_args import (
 )
 from valpat_keras.cli.arg_types import fraction, non_negative_float, non_negative_int
 from valpat_keras.errors import InputError
+
+if TYPE_CHECKING:
+    from valpat_keras.tasks.attributes import AttributesRunConfig
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -55,34 +59,42 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
+def run_config_of(args: argparse.Namespace) -> AttributesRunConfig:
+    """The `AttributesRunConfig` of the parsed arguments (unset options keep its defaults)."""
+    # The tasks import Keras, which may be imported only once `valpat --backend` has set it.
+    from valpat_keras.tasks.attributes import AttributesRunConfig
+
+    options = {"learning_rate": args.lr, "head_lr_multiplier": args.head_lr_multiplier}
+    return AttributesRunConfig(
+        init=init_of(args), encoder_config=args.config, epochs=args.epochs,
+        batch_size=args.batch_size, image_size=args.image_size or (256, 128),
+        label_smoothing=args.label_smoothing, seed=args.seed, zero_shot=args.zero_shot,
+        freeze_batch_norm=args.freeze_bn, loss_weighting=args.loss_weighting,
+        head_init=args.head_init, steps_per_epoch=args.steps_per_epoch,
+        **{key: value for key, value in options.items() if value is not None})
+
+
 def run(args: argparse.Namespace) -> int:
     """Trains, evaluates and prints the metrics; returns 0.
 
     Raises:
         InputError: Bad data or options (`valpat_keras.cli.main` prints it, exit status 2).
     """
-    init = init_of(args)
     if args.zero_shot and not args.init:
         raise InputError("--zero-shot needs --init RUN_DIR (a pretraining run with backbone/)")
     dataset = load_dataset(args, "pa100k", split=args.split)
     print(dataset.summary())
     require_splits(dataset, ("train", "test"), args.data)
-    from valpat_keras.tasks.attributes import train_attributes
+    # Imported here, not at the top: see `run_config_of`.
+    from valpat_keras.tasks import attributes
 
-    options = {"learning_rate": args.lr} if args.lr else {}
-    if args.head_lr_multiplier is not None:
-        options["head_lr_multiplier"] = args.head_lr_multiplier
-    metrics = train_attributes(
-        dataset, args.out, init=init, config=args.config, epochs=args.epochs,
-        batch_size=args.batch_size, image_size=args.image_size or (256, 128),
-        label_smoothing=args.label_smoothing, seed=args.seed, zero_shot=args.zero_shot,
-        freeze_batch_norm=args.freeze_bn, loss_weighting=args.loss_weighting,
-        head_init=args.head_init, steps_per_epoch=args.steps_per_epoch, **options)
+    config = run_config_of(args)
+    metrics = attributes.train_attributes(dataset, args.out, config)
     line = (f"mA {100 * metrics['ma']:.2f}  acc {100 * metrics['instance_acc']:.2f}  "
             f"prec {100 * metrics['instance_prec']:.2f}  "
             f"recall {100 * metrics['instance_recall']:.2f}  "
             f"F1 {100 * metrics['instance_f1']:.2f}")
-    print(f"fine-tuned ({init}): {line}")
+    print(f"fine-tuned ({config.init}): {line}")
     if "zero_shot" in metrics:
         print(f"zero-shot mA {100 * metrics['zero_shot']['ma']:.2f}")
     print(f"wrote {args.out}/metrics.json, history.json, attribute_bars.png")

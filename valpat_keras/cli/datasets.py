@@ -2,18 +2,18 @@
 
 Without arguments it lists the registered loaders. A format problem in one dataset is printed
 as one line and the others are still loaded; the exit status is 2 (bad input) if any failed.
+Each summary names what its loader left out and the options it does not use.
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 
 from valpat_keras.cli.arg_types import non_negative_int
 from valpat_keras.cli.common import parse_data_spec
-from valpat_keras.data.errors import DatasetFormatError
-from valpat_keras.data.registry import available, get_entry
+from valpat_keras.data.registry import available, get_entry, load
+from valpat_keras.errors import InputError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -50,16 +50,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: {err.args[0]}", file=sys.stderr)
             status = 2
             continue
-        options = {"split": args.split, "kind": args.kind,
-                   "verify_images": args.verify_images or None}
-        accepted = inspect.signature(entry.loader).parameters
-        kwargs = {k: v for k, v in options.items() if v is not None and k in accepted}
-        ignored = [k for k, v in options.items() if v is not None and k not in accepted]
-        if ignored:
-            print(f"note: {name} takes no {', '.join(ignored)} option; ignored", file=sys.stderr)
         try:
-            print(entry.loader(root, **kwargs).summary())
-        except DatasetFormatError as err:
+            print(load(entry, root, split=args.split, kind=args.kind,
+                       verify_images=args.verify_images or None).summary())
+        except InputError as err:
             print(f"error: {name}: {err}", file=sys.stderr)
             status = 2
     return status

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 
 from valpat_keras.cli.arg_types import non_negative_int
+from valpat_keras.demo import publish_results, run_demo
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -47,8 +48,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Runs the demo; errors of any stage propagate. Returns the exit status."""
-    from valpat_keras.demo import publish_results, run_demo
-
     run_demo(args.out, quick=args.quick, seed=args.seed, verbose=1 if args.verbose else 0,
              fresh=args.fresh)
     if args.publish:

@@ -14,13 +14,10 @@ table and writes RUN_DIR/metrics.json, ranked_results.png and cmc.png.
 from __future__ import annotations
 
 import argparse
-import inspect
-import zipfile
 from pathlib import Path
 
-from valpat_keras.cli._transfer_args import dataset_entry, require_splits
+from valpat_keras.cli._transfer_args import load_dataset, require_splits
 from valpat_keras.cli.arg_types import image_size, positive_int
-from valpat_keras.errors import InputError
 
 _TABLE_KEYS = ("rank1", "rank5", "rank10", "mAP", "mINP")
 
@@ -58,23 +55,6 @@ def format_table(metrics: dict) -> str:
     return "\n".join("".join(f"{cell:>11}" for cell in row) for row in rows)
 
 
-def _embedding_model(init: str, config: str, image_size: tuple[int, int]):
-    import keras
-
-    from valpat_keras.models.init import load_image_encoder
-    from valpat_keras.tasks.reid_training import MODEL_FILE
-
-    reid_model = Path(init) / MODEL_FILE
-    if reid_model.is_file():
-        try:
-            model = keras.saving.load_model(reid_model)
-        except (OSError, ValueError, zipfile.BadZipFile) as err:
-            raise InputError(f"{reid_model}: cannot load the re-ID model ({err}); expected the "
-                             "reid_model.keras a `valpat reid` run writes") from err
-        return model.embedding_model
-    return load_image_encoder(init, config=config, image_size=image_size)
-
-
 def run(args: argparse.Namespace) -> int:
     """Evaluates, prints the table and writes the files; returns 0.
 
@@ -84,30 +64,16 @@ def run(args: argparse.Namespace) -> int:
     Raises:
         InputError: Bad data or options (`valpat_keras.cli.main` prints it, exit status 2).
     """
-    entry, root = dataset_entry(args.data, "evaluate")
-    if entry is None:
-        raise InputError(f"--data {args.data!r}: valpat evaluate reads a dataset folder; "
-                         "expected NAME:ROOT, e.g. market1501:/data")
-    options = {"verify_images": True, "kind": "reid"}
-    accepted = inspect.signature(entry.loader).parameters
-    dataset = entry.loader(root, **{k: v for k, v in options.items() if k in accepted})
+    dataset = load_dataset(args, "market1501")
     print(dataset.summary())
     require_splits(dataset, ("query", "gallery"), args.data)
-    from valpat_keras.evaluation.plots import plot_cmc
-    from valpat_keras.run_outputs import write_json
-    from valpat_keras.tasks.reid_training import evaluate_reid_model
+    # Imported here: Keras loads only once the arguments and the data have been checked.
+    from valpat_keras.tasks.reid_training import ReIDEvaluationConfig, evaluate_reid_encoder
 
-    model = _embedding_model(args.init, args.config, args.image_size)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    metrics = evaluate_reid_model(model, dataset, args.image_size, args.batch_size,
-                                  rerank=args.rerank, plot_path=out / "ranked_results.png")
-    curves = {"plain": metrics["cmc"]}
-    if "rerank" in metrics:
-        curves["re-ranked"] = metrics["rerank"]["cmc"]
-    plot_cmc(curves, path=str(out / "cmc.png"))
-    metrics.update({"data": args.data, "init": args.init})
-    write_json(out / "metrics.json", metrics)
+    config = ReIDEvaluationConfig(init=args.init, encoder_config=args.config,
+                                  image_size=args.image_size, batch_size=args.batch_size,
+                                  rerank=args.rerank)
+    metrics = evaluate_reid_encoder(dataset, args.out, config, record={"data": args.data})
     print(format_table(metrics))
-    print(f"wrote {out / 'metrics.json'}")
+    print(f"wrote {Path(args.out) / 'metrics.json'}")
     return 0

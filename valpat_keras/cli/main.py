@@ -18,6 +18,7 @@ import importlib
 import os
 import sys
 
+from valpat_keras.data.errors import decode_failure_from
 from valpat_keras.errors import InputError, NonFiniteLossError
 from valpat_keras.quiet import quiet_frameworks
 
@@ -82,6 +83,15 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as error:
         print(f"valpat {args.command}: error: {error}", file=sys.stderr)
         return EXIT_NON_FINITE_LOSS
+    except Exception as error:
+        # An image that passed the check but fails to decode inside a tf.data pipeline ends
+        # as a TensorFlow error naming the file: one line and exit 2. Anything else is a bug
+        # and keeps its traceback.
+        failure = decode_failure_from(error)
+        if failure is None:
+            raise
+        print(f"valpat {args.command}: error: {failure}", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

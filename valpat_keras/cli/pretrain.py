@@ -25,6 +25,7 @@ from valpat_keras.cli.arg_types import (
     weights,
 )
 from valpat_keras.errors import InputError
+from valpat_keras.tasks.pretrain_config import PretrainConfig
 
 OBJECTIVES = ("ssl", "itc", "attr")
 
@@ -87,9 +88,33 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="mixed precision policy (flag alone: mixed_bfloat16)")
     parser.add_argument("--synthped-preset", choices=("tiny", "small", "default"),
                         default="small", help="SynthPed size when --data is not given (small)")
+    parser.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="STEPS",
+                        help="write a step checkpoint to RUN_DIR/checkpoints every STEPS "
+                             "optimiser steps (default: every 10 minutes, and at each epoch "
+                             "end); rerunning the same command resumes exactly")
     parser.add_argument("--quiet", action="store_true", help="one line per epoch")
     parser.set_defaults(run=run)
     return parser
+
+
+def config_from_args(args: argparse.Namespace) -> PretrainConfig:
+    """The `PretrainConfig` of the parsed flags.
+
+    Raises:
+        InputError: A queue size that the batch size does not divide (named by its flags).
+    """
+    if args.queue_size is not None and args.queue_size % args.batch_size:
+        raise InputError(f"--queue-size {args.queue_size} must be a multiple of the batch size "
+                         f"(--batch-size {args.batch_size}): the queue is filled one batch at "
+                         "a time")
+    return PretrainConfig(
+        encoder_config=args.config, objectives=tuple(args.objectives),
+        loss_weights=args.loss_weights, epochs=args.epochs, steps=args.steps,
+        batch_size=args.batch_size, image_size=args.image_size, seed=args.seed,
+        queue_size=args.queue_size, momentum=args.momentum, augment=args.views,
+        learning_rate=args.learning_rate, mixed_precision=args.mixed_precision,
+        synthped_preset=args.synthped_preset, checkpoint_every_steps=args.checkpoint_every,
+        verbose=2 if args.quiet else 1)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,20 +124,12 @@ def run(args: argparse.Namespace) -> int:
         InputError: Bad data or options (`valpat_keras.cli.main` prints it, exit status 2).
         NonFiniteLossError: The loss became NaN/inf (printed by `main`, exit status 3).
     """
-    if args.queue_size is not None and args.queue_size % args.batch_size:
-        raise InputError(f"--queue-size {args.queue_size} must be a multiple of the batch size "
-                         f"(--batch-size {args.batch_size}): the queue is filled one batch at "
-                         "a time")
+    config = config_from_args(args)
+    # Imported here: it imports Keras, which must wait until `--backend` is applied
+    # (`valpat_keras.cli.main` imports every command module to build the parser).
     from valpat_keras.tasks.pretraining import pretrain
 
-    history = pretrain(
-        args.data, args.out, config=args.config, objectives=args.objectives,
-        loss_weights=args.loss_weights, epochs=args.epochs, steps=args.steps,
-        batch_size=args.batch_size, image_size=args.image_size, seed=args.seed,
-        queue_size=args.queue_size, momentum=args.momentum, augment=args.views,
-        learning_rate=args.learning_rate,
-        mixed_precision=args.mixed_precision, synthped_preset=args.synthped_preset,
-        verbose=2 if args.quiet else 1)
+    history = pretrain(args.data, args.out, config)
     last = {k: round(v[-1], 4) for k, v in history.history.items()}
     print(f"Pretraining done: {last}\nWrote {args.out}/ (history.json, loss_curves.png, "
           f"pretrainer.keras, image_encoder/, backbone/)")

@@ -81,36 +81,43 @@ def run(args: argparse.Namespace) -> int:
     Raises:
         InputError: Bad data or options (`valpat_keras.cli.main` prints it, exit status 2).
     """
-    init = init_of(args)
     dataset = load_dataset(args, "market1501")
     print(dataset.summary())
     require_splits(dataset, ("train", "query", "gallery"), args.data)
-    from valpat_keras.tasks.reid_training import ReIDTrainingConfig, train_reid
+    # Imported here: Keras loads only once the arguments and the data have been checked.
+    from valpat_keras.tasks.reid_training import train_reid
 
-    options = ReIDTrainingConfig(
-        lr_schedule=args.lr_schedule, warmup_epochs=args.warmup_epochs,
-        freeze_backbone_epochs=args.freeze_backbone_epochs,
+    metrics = train_reid(dataset, args.out, run_config(args))
+    _report(metrics, args)
+    return 0
+
+
+def run_config(args: argparse.Namespace):
+    """The `ReIDRunConfig` of parsed ``valpat reid`` arguments."""
+    from valpat_keras.tasks.reid_training import ReIDRunConfig  # Keras: see `run`
+
+    config = ReIDRunConfig(
+        init=init_of(args), encoder_config=args.config, unsupervised=args.unsupervised,
+        epochs=args.epochs, p=args.p, k=args.k, image_size=args.image_size or (256, 128),
+        seed=args.seed, rerank=args.rerank, lr_schedule=args.lr_schedule,
+        warmup_epochs=args.warmup_epochs, freeze_backbone_epochs=args.freeze_backbone_epochs,
         validation_fraction=args.val_fraction, eval_every=args.eval_every,
         eval_batch_size=args.batch_size, eps=args.eps, min_samples=args.min_samples,
-        k1=args.k1, hard_memory_update=args.hard_memory,
-        steps_per_epoch=args.steps_per_epoch)
-    if args.lr:
-        options.learning_rate = args.lr
-    metrics = train_reid(
-        dataset, args.out, init=init, config=args.config, unsupervised=args.unsupervised,
-        epochs=args.epochs, p=args.p, k=args.k, image_size=args.image_size or (256, 128),
-        seed=args.seed, rerank=args.rerank, options=options)
-    mode = "unsupervised" if args.unsupervised else "supervised"
+        k1=args.k1, hard_memory_update=args.hard_memory, steps_per_epoch=args.steps_per_epoch)
+    return config.replace(learning_rate=args.lr) if args.lr else config
+
+
+def _report(metrics: dict, args: argparse.Namespace) -> None:
+    mode = "unsupervised" if metrics["unsupervised"] else "supervised"
     if metrics["selection"] == "validation":
         print(f"kept epoch {metrics['best_epoch'] + 1} of {metrics['epochs']} (validation mAP "
               f"{100 * metrics['best_val_mAP']:.2f} on {metrics['num_val_ids']} held-out ids)")
     else:
         print(f"kept the last epoch of {metrics['epochs']} (no validation score)")
-    print(f"{mode} ({init}) test: {_line(metrics)}")
+    print(f"{mode} ({metrics['init']}) test: {_line(metrics)}")
     if "rerank" in metrics:
         print(f"re-ranked: {_line(metrics['rerank'])}")
     print(f"wrote {args.out}/metrics.json, history.json, ranked_results.png, reid_model.keras")
-    return 0
 
 
 def _line(metrics: dict) -> str:

@@ -13,6 +13,7 @@ loads.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from valpat_keras.cli._transfer_args import (
     add_common_arguments,
@@ -21,6 +22,9 @@ from valpat_keras.cli._transfer_args import (
     require_splits,
 )
 from valpat_keras.cli.arg_types import weights
+
+if TYPE_CHECKING:
+    from valpat_keras.tasks.search import SearchRunConfig
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -38,27 +42,35 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
+def run_config_of(args: argparse.Namespace) -> SearchRunConfig:
+    """The `SearchRunConfig` of the parsed flags (``--lr`` unset keeps the default)."""
+    # Imported here: the library imports Keras, which parsing and the data checks do not need.
+    from valpat_keras.tasks.search import SearchRunConfig
+
+    options = {"learning_rate": args.lr} if args.lr else {}
+    return SearchRunConfig(
+        init=init_of(args), encoder_config=args.config, text_config=args.text_config,
+        epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
+        loss_weights=args.loss_weights, seed=args.seed, steps_per_epoch=args.steps_per_epoch,
+        **options)
+
+
 def run(args: argparse.Namespace) -> int:
     """Trains, evaluates and prints the metrics; returns 0.
 
     Raises:
         InputError: Bad data or options (`valpat_keras.cli.main` prints it, exit status 2).
     """
-    init = init_of(args)
     dataset = load_dataset(args, "cuhk_pedes")
     print(dataset.summary())
     require_splits(dataset, ("train", "test" if dataset.test or not dataset.val else "val"),
                    args.data)
-    from valpat_keras.tasks.search import train_search
+    config = run_config_of(args)
+    from valpat_keras.tasks.search import train_search  # Keras: see run_config_of.
 
-    options = {"learning_rate": args.lr} if args.lr else {}
-    metrics = train_search(
-        dataset, args.out, init=init, config=args.config, text_config=args.text_config,
-        epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
-        loss_weights=args.loss_weights, seed=args.seed, steps_per_epoch=args.steps_per_epoch,
-        **options)
-    print(f"text-to-image ({init}): R1 {100 * metrics['R1']:.2f}  R5 {100 * metrics['R5']:.2f}"
-          f"  R10 {100 * metrics['R10']:.2f}  mAP {100 * metrics['mAP']:.2f}  "
-          f"mINP {100 * metrics['mINP']:.2f}")
+    metrics = train_search(dataset, args.out, config)
+    print(f"text-to-image ({config.init}): R1 {100 * metrics['R1']:.2f}  "
+          f"R5 {100 * metrics['R5']:.2f}  R10 {100 * metrics['R10']:.2f}  "
+          f"mAP {100 * metrics['mAP']:.2f}  mINP {100 * metrics['mINP']:.2f}")
     print(f"wrote {args.out}/metrics.json, history.json, retrieval_examples.png, backbone/")
     return 0

@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     Raises:
         InputError: A configuration SynthPed cannot render, or an existing output folder.
     """
+    # Deferred: rendering (NumPy, PIL, matplotlib) is not needed to parse the arguments.
     from valpat_keras.data.synthped import SynthPedConfig, plot_identity_grid, write_synthped
 
     overrides = {"seed": args.seed}

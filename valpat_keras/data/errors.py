@@ -13,6 +13,12 @@ from pathlib import Path
 
 from valpat_keras.errors import InputError
 
+__all__ = ["DECODE_FAILURE_MARKER", "DatasetFormatError", "SkippedImages", "decode_failure_from"]
+
+#: Starts the message of the error a tf.data pipeline raises when an image fails to decode
+#: while it is iterated (see `valpat_keras.data.pipelines`); `decode_failure_from` finds it.
+DECODE_FAILURE_MARKER = "valpat: unreadable image in the input pipeline:"
+
 
 class DatasetFormatError(InputError):
     """A dataset file or folder is not in the expected format.
@@ -70,3 +76,28 @@ class SkippedImages:
         """Emits the report as a `UserWarning` if anything was skipped."""
         if self.paths:
             warnings.warn(self.report(context), UserWarning, stacklevel=2)
+
+
+def decode_failure_from(error: BaseException) -> InputError | None:
+    """The `InputError` behind a pipeline's decode failure, or None for any other error.
+
+    A tf.data pipeline cannot raise Python exceptions, so an image that fails to decode while
+    ``fit`` (or feature extraction) iterates it ends as a TensorFlow ``InvalidArgumentError``
+    whose message holds `DECODE_FAILURE_MARKER` and the files. Callers that iterate a pipeline
+    turn it into one clear line with this (``except Exception as err: raise
+    decode_failure_from(err) or err``); it imports nothing heavy.
+
+    Args:
+        error: Any exception.
+
+    Returns:
+        An `InputError` whose message is the pipeline's description (the file names), or None.
+    """
+    text = str(error)
+    start = text.find(DECODE_FAILURE_MARKER)
+    if start < 0:
+        return None
+    message = text[start + len(DECODE_FAILURE_MARKER):].strip()
+    # TensorFlow appends the graph node and op names after the assertion's data.
+    message = message.split("\n")[0].split("]]")[0].rstrip("] ").strip()
+    return InputError(message.replace("\\'", "'"))

@@ -10,12 +10,19 @@ and new caption choices each time it is iterated again (``fit(ds, epochs=n)``), 
 reproducibly: per-element stateless seeds come from ``tf.data.Dataset.random`` with
 ``rerandomize_each_iteration=True``. The re-ID pipeline instead lays out the PK sampler's epochs
 explicitly and returns the steps per epoch.
+
+An image that still fails to decode while a pipeline is iterated (changed after the image
+check, or the check was off) stops the iteration with an error naming the file: a TensorFlow
+``InvalidArgumentError`` whose message starts with `DECODE_FAILURE_MARKER`, which
+`decode_failure_from` (or the `named_decode_errors` context) turns into an `InputError`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -26,13 +33,103 @@ from valpat_keras.data.augment import (
     reid_train_augment,
     ssl_view_augment,
 )
+from valpat_keras.data.errors import DECODE_FAILURE_MARKER, decode_failure_from
 from valpat_keras.data.loaders._common import check_images as _check_decodable
-from valpat_keras.data.records import PretrainRecord, ReIDRecord, TextRecord
+from valpat_keras.data.records import PretrainRecord, ReIDRecord, TextRecord, camids_of, pids_of
 from valpat_keras.data.sampler import PKSampler
 from valpat_keras.data.tokenizer import CaptionTokenizer
 
+__all__ = ["AUTOTUNE", "DECODE_FAILURE_MARKER", "caption_dataset", "decode_image",
+           "filter_readable", "image_dataset", "labeled_image_dataset", "named_decode_errors",
+           "pretrain_dataset", "reid_train_dataset", "text_image_dataset"]
+
 AUTOTUNE = tf.data.AUTOTUNE
 Augment = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+
+
+@contextlib.contextmanager
+def named_decode_errors() -> Iterator[None]:
+    """Turns a pipeline's decode failure inside the block into an `InputError` naming the file.
+
+    Example:
+
+    ```python
+    with named_decode_errors():
+        model.fit(pretrain_dataset(records), epochs=2)
+    ```
+    """
+    try:
+        yield
+    except tf.errors.OpError as error:
+        failure = decode_failure_from(error)
+        if failure is None:
+            raise
+        raise failure from None
+
+
+def _describe_failure(paths: Sequence[str], position: int, context: str) -> str:
+    """The message of a failed element: the files that do not decode now (cached check)."""
+    skipped = _check_decodable(paths)
+    if len(skipped):
+        files = "; ".join(f"{p} ({r})" for p, r in zip(skipped.paths[:5], skipped.reasons[:5]))
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        return (f"{DECODE_FAILURE_MARKER} {context}: element {position} of the epoch failed to "
+                f"load; {len(skipped)} file(s) do not decode: {files}{more}. Replace or remove "
+                "them (the loaders' verify_images=True drops and counts them)")
+    return (f"{DECODE_FAILURE_MARKER} {context}: element {position} of the epoch failed to "
+            f"load, yet all {len(paths)} images decode now; see the TensorFlow warning above "
+            "for the error")
+
+
+def _map_in_order(source: tf.data.Dataset, load: Callable[..., object], total: int,
+                  paths: Sequence[str], context: str) -> tf.data.Dataset:
+    """``source.map(load)`` in parallel and in order, naming the files when an element fails.
+
+    A decode error inside a parallel map carries no file name. Here the failed element is
+    skipped (`ignore_errors`, which logs the error), the next element (or an end marker)
+    sees the gap in the positions, and the iteration stops with an ``InvalidArgumentError``
+    holding `DECODE_FAILURE_MARKER` and the files that fail a fresh (cached) image check.
+    Elements that load are unchanged, in the same order.
+
+    Args:
+        source: Elements (tuples are unpacked into ``load``), one epoch of ``total``.
+        load: The per-element function.
+        total: The number of elements of ``source``.
+        paths: Every image the elements read (checked only when something failed).
+        context: The builder's name, for the message.
+    """
+    paths = [str(p) for p in paths]
+    loaded = source.enumerate().map(
+        lambda position, element: (position, load(*element) if isinstance(element, tuple)
+                                   else load(element)),
+        num_parallel_calls=AUTOTUNE).ignore_errors(log_warning=True)
+    spec = loaded.element_spec[1]
+    end = tf.data.Dataset.from_tensors((tf.constant(total, tf.int64), tf.nest.map_structure(
+        lambda s: tf.zeros([d or 0 for d in s.shape], s.dtype), spec)))
+
+    described: list[str] = []
+    lock = threading.Lock()
+
+    def describe(count) -> str:
+        # Once per pipeline: the elements prefetched after the failed one all see a gap too.
+        with lock:
+            if not described:
+                described.append(_describe_failure(paths, int(count), context))
+            return described[0]
+
+    def fail(count):
+        message = tf.py_function(describe, [count], tf.string)
+        with tf.control_dependencies([tf.debugging.Assert(False, [message])]):
+            return tf.constant(False)
+
+    def check(count, pair):
+        position, element = pair
+        ok = tf.cond(tf.equal(position, count), lambda: tf.constant(True), lambda: fail(count))
+        with tf.control_dependencies([ok]):
+            return tf.identity(position), element
+
+    return (loaded.concatenate(end).enumerate().map(check)
+            .filter(lambda position, _: position < total).map(lambda _, element: element))
 
 
 def filter_readable(paths: Sequence[str], context: str = "") -> tuple[np.ndarray, list[str]]:
@@ -93,6 +190,28 @@ def _seeded_indices(num: int, seed: int, shuffle: bool) -> tf.data.Dataset:
         lambda index, r: (index, tf.stack([r, index])))
 
 
+#: The element count `_map_in_order` is given for an endless stream (never reached).
+_ENDLESS = 2**62
+
+
+def _stream_indices(num: int, seed: int, shuffle: bool, batch_size: int,
+                    drop_remainder: bool, start_step: int) -> tf.data.Dataset:
+    """`_seeded_indices` of pass after pass, from batch ``start_step`` on (see
+    `pretrain_dataset`): the elements each pass's ``drop_remainder`` batching would drop are
+    left out, so batching the stream gives the per-pass batches of ``.repeat()``."""
+    if not drop_remainder:
+        raise ValueError("pretrain_dataset: start_step needs drop_remainder=True (a pass "
+                         "must hold whole batches)")
+    if int(start_step) < 0:
+        raise ValueError(f"pretrain_dataset: start_step must be >= 0, got {start_step}")
+    used = num // batch_size * batch_size
+    # The same per-iteration reshuffle and reseed as repeating the one-pass pipeline: the
+    # index dataset is iterated once per pass, in order.
+    stream = _seeded_indices(num, seed, shuffle).repeat().enumerate()
+    stream = stream.filter(lambda position, _: position % num < used)
+    return stream.skip(int(start_step) * batch_size).map(lambda _, pair: pair)
+
+
 def _finish(dataset: tf.data.Dataset, batch_size: int, drop_remainder: bool
             ) -> tf.data.Dataset:
     """Batches and prefetches; small result sets still yield one (partial) batch."""
@@ -125,8 +244,9 @@ def image_dataset(paths: Sequence[str], image_size: tuple[int, int] = (256, 128)
     paths = [str(p) for p in paths]
     if not paths:
         raise ValueError("image_dataset needs at least one path")
-    dataset = tf.data.Dataset.from_tensor_slices(paths).map(
-        lambda p: decode_image(p, image_size), num_parallel_calls=AUTOTUNE)
+    dataset = _map_in_order(tf.data.Dataset.from_tensor_slices(paths),
+                            lambda p: decode_image(p, image_size), len(paths), paths,
+                            "image_dataset")
     return _finish(dataset, batch_size, drop_remainder=False)
 
 
@@ -172,8 +292,8 @@ def labeled_image_dataset(paths: Sequence[str], labels: np.ndarray,
             image = augment_fn(image, element_seed)
         return image, tf.gather(label_table, index)
 
-    dataset = _seeded_indices(len(paths), seed, shuffle=training).map(
-        load, num_parallel_calls=AUTOTUNE)
+    dataset = _map_in_order(_seeded_indices(len(paths), seed, shuffle=training), load,
+                            len(paths), paths.tolist(), "labeled_image_dataset")
     return _finish(dataset, batch_size, drop_remainder)
 
 
@@ -197,7 +317,8 @@ def pretrain_dataset(records: Sequence[PretrainRecord], image_size: tuple[int, i
                      batch_size: int = 64, tokenizer: CaptionTokenizer | None = None,
                      seed: int = 0, augment: bool | str | Augment = True, shuffle: bool = True,
                      drop_remainder: bool = True, num_attributes: int | None = None,
-                     check_images: bool = False) -> tf.data.Dataset:
+                     check_images: bool = False, start_step: int | None = None
+                     ) -> tf.data.Dataset:
     """Dict batches for VAL-PAT pretraining (the pretrainer reads ``x`` only, ``y`` is None).
 
     Keys: ``"view1"``, ``"view2"``: two independently augmented views, float32
@@ -220,12 +341,21 @@ def pretrain_dataset(records: Sequence[PretrainRecord], image_size: tuple[int, i
         drop_remainder: Drop the last incomplete batch (the MoCo queue needs a static batch).
         num_attributes: Length of the attribute vectors; inferred from the records if None.
         check_images: Drop (and warn about) records whose image cannot be decoded.
+        start_step: None: one pass (the dataset draws a new shuffle and new augmentations
+            each time it is iterated). An int: an endless stream of the batches that
+            ``.repeat()`` of the one-pass dataset yields, from batch ``start_step`` on
+            (batch ``n`` of the stream is batch ``n % passes`` of pass ``n // passes``,
+            the same batch whatever ``start_step`` is): a resumed run continues the data
+            order and the augmentation stream where it stopped. The batches before
+            ``start_step`` are skipped by index, without reading their images. Needs
+            ``drop_remainder``.
 
     Returns:
         A dataset of dict batches.
 
     Raises:
-        ValueError: With a tokenizer, when only some records have captions.
+        ValueError: With a tokenizer, when only some records have captions; a
+            ``start_step`` without ``drop_remainder`` or negative.
     """
     records = _keep_readable(list(records), check_images, "pretrain_dataset")
     _check_batch(len(records), batch_size, drop_remainder, "pretrain_dataset")
@@ -276,7 +406,13 @@ def pretrain_dataset(records: Sequence[PretrainRecord], image_size: tuple[int, i
             batch["attributes"] = tf.gather(attribute_table, index)
         return batch
 
-    dataset = _seeded_indices(len(records), seed, shuffle).map(load, num_parallel_calls=AUTOTUNE)
+    if start_step is None:
+        source, total = _seeded_indices(len(records), seed, shuffle), len(records)
+    else:
+        source = _stream_indices(len(records), seed, shuffle, batch_size, drop_remainder,
+                                 start_step)
+        total = _ENDLESS
+    dataset = _map_in_order(source, load, total, [r.path for r in records], "pretrain_dataset")
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder,
                             num_parallel_calls=AUTOTUNE)
     if with_captions:
@@ -342,12 +478,12 @@ def reid_train_dataset(records: Sequence[ReIDRecord], image_size: tuple[int, int
         and int32 ``(P*K,)`` pids.
     """
     records = _keep_readable(list(records), check_images, "reid_train_dataset")
-    sampler = PKSampler([r.pid for r in records], [r.camid for r in records], p=p, k=k,
+    sampler = PKSampler(pids_of(records).tolist(), camids_of(records).tolist(), p=p, k=k,
                         seed=seed)
     order = np.concatenate([sampler.epoch_indices(e).reshape(-1) for e in range(epochs)])
     augment_fn = _resolve_augment(augment, reid_train_augment)
     path_table = tf.constant([r.path for r in records])
-    pid_table = tf.constant([r.pid for r in records], tf.int32)
+    pid_table = tf.constant(pids_of(records), tf.int32)
 
     def load(position, index):
         image = decode_image(tf.gather(path_table, index), image_size)
@@ -355,8 +491,9 @@ def reid_train_dataset(records: Sequence[ReIDRecord], image_size: tuple[int, int
             image = augment_fn(image, tf.stack([tf.constant(seed, tf.int64), position]))
         return image, tf.gather(pid_table, index)
 
-    dataset = tf.data.Dataset.from_tensor_slices(
-        (np.arange(len(order), dtype=np.int64), order)).map(load, num_parallel_calls=AUTOTUNE)
+    dataset = _map_in_order(
+        tf.data.Dataset.from_tensor_slices((np.arange(len(order), dtype=np.int64), order)), load,
+        len(order), [r.path for r in records], "reid_train_dataset")
     return _finish(dataset, sampler.batch_size, drop_remainder=True), sampler.num_batches
 
 
@@ -393,7 +530,7 @@ def text_image_dataset(records: Sequence[TextRecord], tokenizer: CaptionTokenize
     _check_batch(len(records), batch_size, drop_remainder, "text_image_dataset")
     augment_fn = _resolve_augment(augment, reid_train_augment)
     path_table = tf.constant([r.path for r in records])
-    pid_table = tf.constant([r.pid for r in records], tf.int32)
+    pid_table = tf.constant(pids_of(records), tf.int32)
     caption_table = _caption_table([r.captions for r in records])
 
     def load(index, element_seed):
@@ -403,7 +540,8 @@ def text_image_dataset(records: Sequence[TextRecord], tokenizer: CaptionTokenize
         return {"images": image, "caption": _pick_caption(*caption_table, index, element_seed),
                 "pids": tf.gather(pid_table, index)}
 
-    dataset = _seeded_indices(len(records), seed, shuffle).map(load, num_parallel_calls=AUTOTUNE)
+    dataset = _map_in_order(_seeded_indices(len(records), seed, shuffle), load, len(records),
+                            [r.path for r in records], "text_image_dataset")
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder,
                             num_parallel_calls=AUTOTUNE)
     dataset = dataset.map(lambda b: _tokenize_batch(b, tokenizer), num_parallel_calls=AUTOTUNE)

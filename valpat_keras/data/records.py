@@ -12,6 +12,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+__all__ = ["AttributeDataset", "AttributeRecord", "PretrainDataset", "PretrainRecord",
+           "ReIDDataset", "ReIDRecord", "TextDataset", "TextRecord", "camids_of", "pids_of"]
+
 
 @dataclasses.dataclass(frozen=True)
 class ReIDRecord:
@@ -72,8 +75,23 @@ class PretrainRecord:
     attributes: np.ndarray | None = None
 
 
+class _Reported:
+    """What every dataset reports below its table: records left out and options ignored."""
+
+    name: str
+    skipped: dict[str, int]
+    ignored_options: dict[str, object]
+
+    def _report(self, rows: list[str]) -> str:
+        rows = rows + [f"  skipped {count} ({reason})" for reason, count in self.skipped.items()]
+        if self.ignored_options:
+            given = ", ".join(f"{k}={v!r}" for k, v in self.ignored_options.items())
+            rows.append(f"  ignored options: {given} ({self.name} does not use them)")
+        return "\n".join(rows)
+
+
 @dataclasses.dataclass
-class ReIDDataset:
+class ReIDDataset(_Reported):
     """A re-identification dataset: train / query / gallery record lists.
 
     Attributes:
@@ -82,7 +100,9 @@ class ReIDDataset:
         train: Training records (pids relabelled 0..N-1).
         query: Query records.
         gallery: Gallery records (pid 0 distractors kept).
-        skipped: Number of files skipped at load time (e.g. junk pid -1), by reason.
+        skipped: What the loader left out or read as unknown, counted by reason (junk
+            pid -1, unreadable images, non-image files, blank captions, uncertain labels).
+        ignored_options: Options given to the loader that it does not use (in ``summary()``).
     """
 
     name: str
@@ -91,27 +111,26 @@ class ReIDDataset:
     query: list[ReIDRecord]
     gallery: list[ReIDRecord]
     skipped: dict[str, int] = dataclasses.field(default_factory=dict)
+    ignored_options: dict[str, object] = dataclasses.field(default_factory=dict)
 
     @property
     def num_train_pids(self) -> int:
         """Number of training identities."""
-        return len({r.pid for r in self.train})
+        return _distinct(pids_of(self.train))
 
     @property
     def num_cameras(self) -> int:
         """Number of distinct cameras over all splits."""
-        return len({r.camid for r in (*self.train, *self.query, *self.gallery)})
+        return _distinct(camids_of([*self.train, *self.query, *self.gallery]))
 
     def summary(self) -> str:
         """A short table of images and identities per split."""
         rows = [f"{self.name} ({self.root})"]
         for split in ("train", "query", "gallery"):
             recs = getattr(self, split)
-            rows.append(f"  {split:<8} {len(recs):>7} images {len({r.pid for r in recs}):>6} ids "
-                        f"{len({r.camid for r in recs}):>3} cameras")
-        for reason, count in self.skipped.items():
-            rows.append(f"  skipped {count} ({reason})")
-        return "\n".join(rows)
+            rows.append(f"  {split:<8} {len(recs):>7} images {_distinct(pids_of(recs)):>6} ids "
+                        f"{_distinct(camids_of(recs)):>3} cameras")
+        return self._report(rows)
 
     def check_queries(self) -> int:
         """Warns about query ids with no gallery image under another camera.
@@ -132,7 +151,7 @@ class ReIDDataset:
 
 
 @dataclasses.dataclass
-class AttributeDataset:
+class AttributeDataset(_Reported):
     """A pedestrian attribute recognition dataset.
 
     Attributes:
@@ -144,7 +163,9 @@ class AttributeDataset:
         all_attribute_names: Names of every attribute column in the records.
         eval_indices: Columns of the evaluated attribute set (PA-100K 26, PETA 35, ...).
         split: Index of the partition used (PETA/RAP have 5).
-        skipped: Number of images dropped at load time (e.g. unreadable), by reason.
+        skipped: What the loader left out or read as unknown, counted by reason (junk
+            pid -1, unreadable images, non-image files, blank captions, uncertain labels).
+        ignored_options: Options given to the loader that it does not use (in ``summary()``).
     """
 
     name: str
@@ -156,6 +177,7 @@ class AttributeDataset:
     eval_indices: list[int]
     split: int = 0
     skipped: dict[str, int] = dataclasses.field(default_factory=dict)
+    ignored_options: dict[str, object] = dataclasses.field(default_factory=dict)
 
     @property
     def attribute_names(self) -> list[str]:
@@ -167,12 +189,11 @@ class AttributeDataset:
         rows = [f"{self.name} ({self.root}) split {self.split}",
                 f"  train {len(self.train)}  val {len(self.val)}  test {len(self.test)} images",
                 f"  {len(self.eval_indices)} evaluated of {len(self.all_attribute_names)} attributes"]
-        rows += [f"  skipped {count} ({reason})" for reason, count in self.skipped.items()]
-        return "\n".join(rows)
+        return self._report(rows)
 
 
 @dataclasses.dataclass
-class TextDataset:
+class TextDataset(_Reported):
     """A text-based person search dataset.
 
     Attributes:
@@ -181,7 +202,9 @@ class TextDataset:
         train: Training records (pids 0-based, contiguous).
         val: Validation records.
         test: Test records (captions are the queries, images the gallery).
-        skipped: Number of images dropped at load time (e.g. unreadable), by reason.
+        skipped: What the loader left out or read as unknown, counted by reason (junk
+            pid -1, unreadable images, non-image files, blank captions, uncertain labels).
+        ignored_options: Options given to the loader that it does not use (in ``summary()``).
     """
 
     name: str
@@ -190,6 +213,7 @@ class TextDataset:
     val: list[TextRecord]
     test: list[TextRecord]
     skipped: dict[str, int] = dataclasses.field(default_factory=dict)
+    ignored_options: dict[str, object] = dataclasses.field(default_factory=dict)
 
     def summary(self) -> str:
         """A short table of images, captions and identities per split."""
@@ -198,13 +222,12 @@ class TextDataset:
             recs = getattr(self, split)
             rows.append(f"  {split:<6} {len(recs):>7} images "
                         f"{sum(len(r.captions) for r in recs):>7} captions "
-                        f"{len({r.pid for r in recs}):>6} ids")
-        rows += [f"  skipped {count} ({reason})" for reason, count in self.skipped.items()]
-        return "\n".join(rows)
+                        f"{_distinct(pids_of(recs)):>6} ids")
+        return self._report(rows)
 
 
 @dataclasses.dataclass
-class PretrainDataset:
+class PretrainDataset(_Reported):
     """An image(-text-attribute) pretraining set such as LUPerson-TA or SynthPed.
 
     Attributes:
@@ -212,7 +235,9 @@ class PretrainDataset:
         root: Folder or manifest the data was read from.
         records: The images with optional captions and attributes.
         attribute_names: Names of the attribute vector entries (empty if unlabeled).
-        skipped: Number of images dropped at load time (e.g. unreadable), by reason.
+        skipped: What the loader left out or read as unknown, counted by reason (junk
+            pid -1, unreadable images, non-image files, blank captions, uncertain labels).
+        ignored_options: Options given to the loader that it does not use (in ``summary()``).
     """
 
     name: str
@@ -220,6 +245,7 @@ class PretrainDataset:
     records: list[PretrainRecord]
     attribute_names: list[str] = dataclasses.field(default_factory=list)
     skipped: dict[str, int] = dataclasses.field(default_factory=dict)
+    ignored_options: dict[str, object] = dataclasses.field(default_factory=dict)
 
     @property
     def has_captions(self) -> bool:
@@ -237,8 +263,7 @@ class PretrainDataset:
                 (f"  {len(self.records)} images, captions: "
                  f"{'yes' if self.has_captions else 'no'}, attributes: "
                  f"{len(self.attribute_names) if self.has_attributes else 'no'}")]
-        rows += [f"  skipped {count} ({reason})" for reason, count in self.skipped.items()]
-        return "\n".join(rows)
+        return self._report(rows)
 
 
 def pids_of(records: Sequence[ReIDRecord | TextRecord]) -> np.ndarray:
@@ -249,3 +274,7 @@ def pids_of(records: Sequence[ReIDRecord | TextRecord]) -> np.ndarray:
 def camids_of(records: Sequence[ReIDRecord]) -> np.ndarray:
     """The camera ids of records as an ``int64`` array."""
     return np.asarray([r.camid for r in records], dtype=np.int64)
+
+
+def _distinct(values: np.ndarray) -> int:
+    return int(np.unique(values).size)

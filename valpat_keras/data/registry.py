@@ -12,14 +12,24 @@ def load_my_reid(root, **kwargs):
 
 data = datasets.load("my_reid", "/data/my_reid")
 ```
+
+The registry owns loader options: `load` passes a loader the options it takes, checks a
+``kind`` option against the loader's kind, and records every other option on the dataset
+(``ignored_options``, printed by ``summary()``) instead of failing or dropping it silently.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from valpat_keras.errors import InputError
+
+__all__ = ["KINDS", "DatasetEntry", "available", "get_entry", "load", "note_ignored_options",
+           "register_dataset"]
 
 KINDS = ("reid", "attributes", "text", "pretraining")
 
@@ -79,18 +89,67 @@ def get_entry(name: str) -> DatasetEntry:
     return _REGISTRY[name]
 
 
-def load(name: str, root: str | Path, **kwargs: Any) -> Any:
-    """Loads a registered dataset.
+def load(name: str | DatasetEntry, root: str | Path, **options: Any) -> Any:
+    """Loads a registered dataset, passing the loader the options it takes.
+
+    ``None`` values are no option (a command's unset flag). ``kind`` is checked against the
+    loader's kind unless the loader reads several kinds itself (``manifest`` takes a ``kind``
+    argument). Options the loader does not take are not an error: they are recorded in the
+    dataset's ``ignored_options`` and named by its ``summary()``.
 
     Args:
-        name: A registered name (see `available`), e.g. ``"market1501"``.
+        name: A registered name (see `available`), e.g. ``"market1501"``, or its
+            `DatasetEntry` (e.g. from `get_entry`).
         root: The dataset's folder or its parent (loaders find the layout).
-        **kwargs: Loader options (e.g. ``split=0`` for PETA/RAP).
+        **options: Loader options (e.g. ``split=0`` for PETA/RAP, ``verify_images=True``).
 
     Returns:
         A `ReIDDataset`, `AttributeDataset`, `TextDataset` or `PretrainDataset`.
+
+    Raises:
+        KeyError: An unknown name.
+        InputError: A ``kind`` other than the loader's.
     """
-    return get_entry(name).loader(str(root), **kwargs)
+    entry = name if isinstance(name, DatasetEntry) else get_entry(name)
+    options = {k: v for k, v in options.items() if v is not None}
+    named, takes_any = _parameters(entry.loader)
+    if "kind" in options and "kind" not in named:
+        kind = options.pop("kind")
+        if kind != entry.kind:
+            others = ", ".join(available(kind)) if kind in KINDS else "none"
+            raise InputError(f"{entry.name} is a dataset of kind {entry.kind!r}, not {kind!r} "
+                             f"(loaders of kind {kind!r}: {others})")
+    passed = {k: v for k, v in options.items() if k in named or takes_any}
+    dataset = entry.loader(str(root), **passed)
+    return note_ignored_options(dataset, {k: v for k, v in options.items() if k not in passed})
+
+
+def note_ignored_options(dataset: Any, options: dict[str, Any]) -> Any:
+    """Records options a loader does not use on the dataset (named by its ``summary()``).
+
+    Loaders taking ``**options`` call it with what they did not use; `load` calls it for
+    loaders that take no ``**options``.
+
+    Args:
+        dataset: The loaded dataset; one without an ``ignored_options`` mapping (a user's own
+            type) is returned unchanged.
+        options: The options not used (``None`` values are no option).
+
+    Returns:
+        ``dataset``.
+    """
+    ignored = {k: v for k, v in options.items() if v is not None}
+    if ignored and isinstance(getattr(dataset, "ignored_options", None), dict):
+        dataset.ignored_options.update(ignored)
+    return dataset
+
+
+def _parameters(loader: Callable[..., Any]) -> tuple[set[str], bool]:
+    """The option names a loader takes after ``root``, and whether it takes ``**options``."""
+    params = list(inspect.signature(loader).parameters.values())[1:]
+    named = {p.name for p in params
+             if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
+    return named, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 def _ensure_builtin_loaders() -> None:

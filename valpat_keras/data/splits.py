@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from valpat_keras.data.records import ReIDRecord
+from valpat_keras.data.records import ReIDRecord, pids_of
 from valpat_keras.errors import InputError
 
 
@@ -104,7 +104,7 @@ def contiguous_pids(records: Sequence[ReIDRecord]) -> list[ReIDRecord]:
         records: `ReIDRecord` s of any id set.
     """
     records = list(records)
-    pids = sorted({r.pid for r in records})
+    pids = np.unique(pids_of(records)).tolist()
     if pids == list(range(len(pids))):
         return records
     index = {pid: i for i, pid in enumerate(pids)}

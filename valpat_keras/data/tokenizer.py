@@ -1,10 +1,16 @@
 """Caption tokenizer: lower-cased WordPiece ids framed as ``[CLS] ... [SEP]`` and padded with 0.
 
 The vocabulary is learnt from the training captions with keras-hub's
-``compute_word_piece_vocabulary`` and applied with keras-hub's ``WordPieceTokenizer``
-(tensorflow-text underneath), so the tokenizer runs inside ``tf.data.Dataset.map`` on every
-Keras backend. It is saved as a folder (``vocabulary.txt`` + ``tokenizer_config.json``) next to
-the model so a trained text encoder can be reloaded with exactly its ids.
+``compute_word_piece_vocabulary`` and applied by `CaptionWordPieceTokenizer`, a keras-hub
+``WordPieceTokenizer`` layer (tensorflow-text underneath), so the tokenizer runs inside
+``tf.data.Dataset.map`` on every Keras backend and is saved with a task preset
+(``tokenizer.json`` + ``assets/tokenizer/vocabulary.txt``, see
+`valpat_keras.models.preprocessors.CaptionPreprocessor`).
+
+`CaptionTokenizer` is the plain-Python adapter the pipelines and older callers use: the layer
+plus the ``[CLS] ... [SEP]`` packer, returning ``tf.Tensor`` ids. It is saved as its own folder
+(``vocabulary.txt`` + ``tokenizer_config.json``) and also reads the tokenizer of a keras-hub
+preset folder.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
+import keras
 import keras_hub
 import numpy as np
 import tensorflow as tf
@@ -26,6 +33,110 @@ PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
 VOCABULARY_FILE = "vocabulary.txt"
 CONFIG_FILE = "tokenizer_config.json"
+#: Where keras-hub's preset saver puts a tokenizer's vocabulary, and the preprocessor config.
+PRESET_VOCABULARY_FILE = f"assets/tokenizer/{VOCABULARY_FILE}"
+PRESET_PREPROCESSOR_FILE = "preprocessor.json"
+
+# (attribute name, token) pairs keras-hub's `_add_special_token` exposes as ``<name>`` and
+# ``<name>_id``; start/end alias [CLS]/[SEP] as in keras-hub's BertTokenizer.
+_SPECIAL_TOKEN_ATTRS = (("pad_token", PAD), ("unk_token", UNK), ("cls_token", CLS),
+                        ("sep_token", SEP), ("mask_token", MASK), ("start_token", CLS),
+                        ("end_token", SEP))
+
+#: Keeps keras-hub (>= 0.32) on its TensorFlow path when called eagerly: its pure-Python
+#: path may split text differently from tensorflow-text, whose ids the pipelines use.
+TF_PATH_KWARGS = ({"_allow_python_workflow": False}
+                  if hasattr(keras_hub.tokenizers.Tokenizer, "_use_tf_workflow") else {})
+
+
+def check_vocabulary(vocabulary: Sequence[str]) -> None:
+    """Raises a `ValueError` unless ``vocabulary`` starts with `SPECIAL_TOKENS` in order."""
+    head = list(vocabulary[: len(SPECIAL_TOKENS)])
+    if tuple(head) != SPECIAL_TOKENS:
+        raise ValueError(f"vocabulary must start with {list(SPECIAL_TOKENS)} (in that order); "
+                         f"got {head}")
+
+
+@keras.saving.register_keras_serializable(package="valpat_keras")
+class CaptionWordPieceTokenizer(keras_hub.tokenizers.WordPieceTokenizer):
+    """The caption WordPiece tokenizer as a keras-hub `Tokenizer` layer.
+
+    Lower-cases, strips accents, splits on whitespace and punctuation and cuts words into
+    WordPieces (unknown words become ``[UNK]``). Outputs ragged int32 pieces; framing and
+    padding are the packer's job (`caption_packer`). It always runs keras-hub's TensorFlow
+    path (tensorflow-text), eagerly too, so its ids are those of the ``tf.data`` pipelines.
+    Saved by keras-hub's preset saver as ``tokenizer.json`` plus
+    ``assets/tokenizer/vocabulary.txt``.
+
+    Args:
+        vocabulary: list[str] | str | None. Tokens (the first five ``[PAD]``, ``[UNK]``,
+            ``[CLS]``, ``[SEP]``, ``[MASK]``, in that order) or a vocabulary file; ``None``
+            until a preset loads its assets.
+        lowercase: bool. Lower-case the text. Defaults to ``True``.
+        strip_accents: bool. Strip accents. Defaults to ``True``.
+        oov_token: str. Token of unknown words. Defaults to ``"[UNK]"``.
+        dtype: str. Output id dtype. Defaults to ``"int32"``.
+        **kwargs: Other `keras_hub.tokenizers.WordPieceTokenizer` arguments.
+
+    Example:
+    ```python
+    tokenizer = CaptionWordPieceTokenizer.from_captions(
+        ["A woman in a red coat.", "A man with a black backpack."], vocabulary_size=200)
+    pieces = tokenizer(["a woman with a backpack"])  # ragged int32
+    ```
+    """
+
+    def __init__(self, vocabulary=None, lowercase: bool = True, strip_accents: bool = True,
+                 oov_token: str = UNK, dtype="int32", **kwargs):
+        for name, token in _SPECIAL_TOKEN_ATTRS:
+            self._add_special_token(token, name)
+        super().__init__(vocabulary=vocabulary, lowercase=lowercase,
+                         strip_accents=strip_accents, oov_token=oov_token, dtype=dtype,
+                         **{**TF_PATH_KWARGS, **kwargs})
+
+    def set_vocabulary(self, vocabulary):
+        """Sets the vocabulary (a list of tokens or a file), checking the special tokens."""
+        super().set_vocabulary(vocabulary)
+        if self.vocabulary is not None:
+            check_vocabulary(self.vocabulary)
+
+    @classmethod
+    def from_captions(cls, captions: Sequence[str], vocabulary_size: int = 2000, **kwargs
+                      ) -> CaptionWordPieceTokenizer:
+        """Learns a WordPiece vocabulary from training captions.
+
+        Args:
+            captions: Training captions (a list of str).
+            vocabulary_size: Upper bound on the vocabulary size, special tokens included (the
+                learnt vocabulary is smaller when the captions have fewer distinct pieces).
+            **kwargs: Other constructor arguments.
+
+        Returns:
+            A tokenizer whose vocabulary contains the words of ``captions``.
+        """
+        return cls(vocabulary=learn_vocabulary(captions, vocabulary_size), **kwargs)
+
+
+def learn_vocabulary(captions: Sequence[str], vocabulary_size: int) -> list[str]:
+    """The WordPiece vocabulary of ``captions`` (special tokens first), at most this size."""
+    captions = [str(c) for c in captions]
+    if not captions:
+        raise ValueError("from_captions needs at least one caption")
+    # A Python list would be read as file names: hand the captions over as a dataset.
+    data = tf.data.Dataset.from_tensor_slices(tf.constant(captions, tf.string)).batch(1024)
+    vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(
+        data, vocabulary_size=vocabulary_size, lowercase=True, strip_accents=True,
+        reserved_tokens=list(SPECIAL_TOKENS))
+    return _add_whole_words(list(vocabulary), captions, vocabulary_size)
+
+
+def caption_packer(tokenizer: CaptionWordPieceTokenizer, sequence_length: int
+                   ) -> keras_hub.layers.StartEndPacker:
+    """The ``[CLS] pieces [SEP]`` + ``[PAD]`` packer (truncation keeps ``[SEP]``)."""
+    return keras_hub.layers.StartEndPacker(
+        sequence_length=int(sequence_length), start_value=tokenizer.cls_token_id,
+        end_value=tokenizer.sep_token_id, pad_value=tokenizer.pad_token_id,
+        return_padding_mask=False, name="packer", **TF_PATH_KWARGS)
 
 
 class CaptionTokenizer:
@@ -33,9 +144,11 @@ class CaptionTokenizer:
 
     Captions are lower-cased, accents stripped, split on whitespace and punctuation and cut
     into WordPieces. Each row is ``[CLS] pieces [SEP]`` followed by ``[PAD]`` (id 0); longer
-    captions are truncated so that ``[SEP]`` is always kept. It wraps (rather than subclasses)
-    keras-hub's ``WordPieceTokenizer`` so that ``vocabulary_size`` can be a plain attribute and
-    the output is always a ``tf.Tensor`` usable in ``tf.data`` pipelines.
+    captions are truncated so that ``[SEP]`` is always kept. A plain-Python adapter over the
+    `CaptionWordPieceTokenizer` layer (``.layer``) and its packer: ``vocabulary_size`` is a
+    plain attribute and the output is always a ``tf.Tensor`` usable in ``tf.data`` pipelines.
+    Inside a model preset the same ids come from
+    `valpat_keras.models.preprocessors.CaptionPreprocessor`.
 
     Args:
         vocabulary: The WordPiece vocabulary, a list of tokens whose first five entries are
@@ -54,26 +167,19 @@ class CaptionTokenizer:
 
     def __init__(self, vocabulary: Sequence[str], sequence_length: int = 32):
         vocabulary = [str(t) for t in vocabulary]
-        if tuple(vocabulary[: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
-            raise ValueError(
-                f"vocabulary must start with {list(SPECIAL_TOKENS)} (in that order); got "
-                f"{vocabulary[: len(SPECIAL_TOKENS)]}")
+        check_vocabulary(vocabulary)
         if sequence_length < 3:
             raise ValueError(f"sequence_length must be at least 3 ([CLS] x [SEP]); got "
                              f"{sequence_length}")
-        self.vocabulary = vocabulary
+        self.layer = CaptionWordPieceTokenizer(vocabulary=vocabulary)
+        self.vocabulary = self.layer.vocabulary
         self.sequence_length = int(sequence_length)
-        self.pad_id = 0
-        self.unk_id = vocabulary.index(UNK)
-        self.cls_id = vocabulary.index(CLS)
-        self.sep_id = vocabulary.index(SEP)
-        self.mask_id = vocabulary.index(MASK)
-        self._wordpiece = keras_hub.tokenizers.WordPieceTokenizer(
-            vocabulary=vocabulary, lowercase=True, strip_accents=True, oov_token=UNK,
-            dtype="int32")
-        self._packer = keras_hub.layers.StartEndPacker(
-            sequence_length=self.sequence_length, start_value=self.cls_id,
-            end_value=self.sep_id, pad_value=self.pad_id, return_padding_mask=False)
+        self.pad_id = self.layer.pad_token_id
+        self.unk_id = self.layer.unk_token_id
+        self.cls_id = self.layer.cls_token_id
+        self.sep_id = self.layer.sep_token_id
+        self.mask_id = self.layer.mask_token_id
+        self._packer = caption_packer(self.layer, self.sequence_length)
         # A tf.function keeps keras-hub from converting eager outputs to backend tensors.
         self._eager_fn = tf.function(self._tokenize, input_signature=[
             tf.TensorSpec([None], tf.string)])
@@ -84,8 +190,7 @@ class CaptionTokenizer:
         return len(self.vocabulary)
 
     def _tokenize(self, captions: tf.Tensor) -> tf.Tensor:
-        pieces = self._wordpiece.tokenize(captions)
-        return tf.cast(self._packer(pieces), tf.int32)
+        return tf.cast(self._packer(self.layer.tokenize(captions)), tf.int32)
 
     def __call__(self, captions: str | Sequence[str] | np.ndarray | tf.Tensor) -> tf.Tensor:
         """Tokenizes captions.
@@ -136,16 +241,13 @@ class CaptionTokenizer:
         Returns:
             A `CaptionTokenizer` whose vocabulary contains the words of ``captions``.
         """
-        captions = [str(c) for c in captions]
-        if not captions:
-            raise ValueError("from_captions needs at least one caption")
-        # A Python list would be read as file names: hand the captions over as a dataset.
-        data = tf.data.Dataset.from_tensor_slices(tf.constant(captions, tf.string)).batch(1024)
-        vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(
-            data, vocabulary_size=vocabulary_size, lowercase=True, strip_accents=True,
-            reserved_tokens=list(SPECIAL_TOKENS))
-        return cls(_add_whole_words(list(vocabulary), captions, vocabulary_size),
-                   sequence_length=sequence_length)
+        return cls(learn_vocabulary(captions, vocabulary_size), sequence_length=sequence_length)
+
+    @classmethod
+    def from_layer(cls, layer: CaptionWordPieceTokenizer, sequence_length: int
+                   ) -> CaptionTokenizer:
+        """The adapter over a tokenizer layer's vocabulary (e.g. a preprocessor's)."""
+        return cls(layer.get_vocabulary(), sequence_length=sequence_length)
 
     def get_config(self) -> dict:
         """The constructor arguments except the vocabulary (saved as ``vocabulary.txt``)."""
@@ -171,26 +273,28 @@ class CaptionTokenizer:
 
     @classmethod
     def from_preset(cls, preset_dir: str | Path) -> CaptionTokenizer:
-        """Loads a tokenizer written by `save_to_preset`.
+        """Loads a tokenizer written by `save_to_preset`, or the one of a keras-hub preset.
 
         Args:
-            preset_dir: The folder holding ``vocabulary.txt`` and ``tokenizer_config.json``.
+            preset_dir: The folder holding ``vocabulary.txt`` and ``tokenizer_config.json``,
+                or a model preset folder holding ``preprocessor.json`` (with a
+                ``sequence_length``) and ``assets/tokenizer/vocabulary.txt`` (written by a
+                task or backbone ``save_to_preset`` with a caption preprocessor).
 
         Raises:
             DatasetFormatError: When a file is missing or unreadable.
         """
         folder = Path(preset_dir)
-        vocab_path, config_path = folder / VOCABULARY_FILE, folder / CONFIG_FILE
+        if not (folder / CONFIG_FILE).is_file() and (folder / PRESET_VOCABULARY_FILE).is_file():
+            vocab_path, config_path = folder / PRESET_VOCABULARY_FILE, \
+                folder / PRESET_PREPROCESSOR_FILE
+        else:
+            vocab_path, config_path = folder / VOCABULARY_FILE, folder / CONFIG_FILE
         for path in (vocab_path, config_path):
             if not path.is_file():
                 raise DatasetFormatError(path, "file not found",
                                          "a folder written by CaptionTokenizer.save_to_preset")
-        try:
-            config = json.loads(config_path.read_text(encoding="utf-8"))["config"]
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise DatasetFormatError(config_path, f"unreadable config ({err})",
-                                     '{"class_name": ..., "config": {"sequence_length": N}}',
-                                     field="config") from None
+        config = _read_sequence_length(config_path)
         vocabulary = vocab_path.read_text(encoding="utf-8").splitlines()
         try:
             return cls.from_config(config, vocabulary)
@@ -199,6 +303,17 @@ class CaptionTokenizer:
 
     save = save_to_preset
     load = from_preset
+
+
+def _read_sequence_length(config_path: Path) -> dict:
+    """``{"sequence_length": N}`` from a ``tokenizer_config.json`` or ``preprocessor.json``."""
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))["config"]
+        return {"sequence_length": int(config["sequence_length"])}
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise DatasetFormatError(config_path, f"unreadable config ({err})",
+                                 '{"class_name": ..., "config": {"sequence_length": N}}',
+                                 field="config") from None
 
 
 def _normalized_words(caption: str) -> list[str]:

@@ -30,6 +30,8 @@ print(results["transfer"]["reid_supervised"]["valpat"]["mAP"]["mean"])
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 import sys
 import time
@@ -39,9 +41,11 @@ from typing import Any
 
 import numpy as np
 
+from valpat_keras.demo import stages
 from valpat_keras.demo.budget import DemoBudget
 from valpat_keras.demo.report import ablation_leads, publish, results_markdown, summarize_transfer
 from valpat_keras.demo.stages import PRETRAINING_RUNS, TRANSFERS
+from valpat_keras.run_outputs import environment_info, write_json
 
 __all__ = ["FIGURES", "DemoBudget", "publish_results", "results_markdown", "run_demo"]
 
@@ -115,8 +119,6 @@ class _Progress:
 
 
 def _final_logs(run: Path) -> dict[str, float]:
-    import json
-
     logs = json.loads((run / "history.json").read_text())
     return {key: float(np.asarray(values, dtype=float).reshape(-1)[-1])
             for key, values in logs.items() if np.size(values)}
@@ -132,14 +134,170 @@ def _say_stage_result(task: str, runs: list[dict], printer: Callable[[str], None
                     + ", ".join(f"{c} (eps {e:.2f})" for c, e in run["rounds"]))
 
 
+def _backend() -> str:
+    # Imported here: the demo package must stay importable before the backend is chosen
+    # (`valpat --backend ... demo` parses its arguments first).
+    import keras
+
+    return keras.backend.backend()
+
+
+@dataclasses.dataclass
+class _DemoRun:
+    """What every stage of one demo run shares."""
+
+    out: Path
+    budget: DemoBudget
+    seed: int
+    verbose: int
+    fresh: bool
+    printer: Callable[[str], None]
+    progress: _Progress
+
+    @property
+    def runs_dir(self) -> Path:
+        """The folder of the ablation and transfer runs."""
+        return self.out / "runs"
+
+
+def _start(out_dir: str | Path, budget: DemoBudget, seed: int, verbose: int, fresh: bool,
+           printer: Callable[[str], None]) -> _DemoRun:
+    """Clears the stale outputs, counts the stages and prints the banner."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("runs", "pretrain"):
+        shutil.rmtree(out / stale, ignore_errors=True)
+    names = _pretraining_names(budget)
+    progress = _Progress(1 + len(names) + int(budget.ablation) + len(TRANSFERS) * 2 + 2,
+                         printer)
+    size = tuple(budget.image_size)
+    printer(f"valpat demo: SynthPed {budget.synthped_preset} at {size[0]}x{size[1]}, "
+            f"backend {_backend()}, seed {seed}, fine-tuning seeds "
+            f"{list(budget.seeds)} -> {out}")
+    return _DemoRun(out=out, budget=budget, seed=seed, verbose=verbose, fresh=fresh,
+                    printer=printer, progress=progress)
+
+
+def _pretraining_names(budget: DemoBudget) -> list[str]:
+    return list(PRETRAINING_RUNS) if budget.ablation else ["ssl+itc+attr"]
+
+
+def _data_stage(run: _DemoRun) -> stages.DemoData:
+    """Stage 1: SynthPed in the real layouts."""
+    with run.progress.stage("synthped", f"SynthPed ({run.budget.synthped_preset})"):
+        return stages.make_data(run.out / "synthped", run.budget, run.seed)
+
+
+def _pretraining_stage(run: _DemoRun, data: stages.DemoData
+                       ) -> tuple[dict[str, Path], dict[str, dict[str, Any]]]:
+    """Stage 2: the pretraining runs (cached); the full one is copied to ``OUT/pretrain``."""
+    runs: dict[str, Path] = {}
+    pretraining: dict[str, dict[str, Any]] = {}
+    for name in _pretraining_names(run.budget):
+        title = ("VAL-PAT pretraining (ssl + itc + attr)" if name == "ssl+itc+attr"
+                 else f"ablation: pretraining with {name} only")
+        with run.progress.stage(f"pretrain_{name}", title):
+            folder, reused = stages.pretraining_run(data, run.out / "cache", name, run.budget,
+                                                    run.seed, run.fresh, run.printer,
+                                                    run.verbose)
+        runs[name] = folder
+        pretraining[name] = {"run": str(folder), "reused": reused,
+                             "final": _final_logs(folder)}
+    shutil.copytree(runs["ssl+itc+attr"], run.out / "pretrain",
+                    ignore=shutil.ignore_patterns("*.keras"))
+    return runs, pretraining
+
+
+def _ablation_stage(run: _DemoRun, data: stages.DemoData,
+                    runs: dict[str, Path]) -> dict[str, Any] | None:
+    """Stage 3: the objective ablation (None when the budget skips it)."""
+    if not run.budget.ablation:
+        return None
+    with run.progress.stage("ablation", "ablation: frozen re-ID, attribute probe, text search"):
+        rows = stages.ablation_rows(data, runs, run.runs_dir / "ablation", run.budget,
+                                    run.seed)
+    return {"rows": rows, "leads": ablation_leads(rows)}
+
+
+def _transfer_stage(run: _DemoRun, data: stages.DemoData,
+                    valpat_run: Path) -> tuple[dict[str, Any], dict[str, list]]:
+    """Stage 4: every transfer from random and VAL-PAT init, once per fine-tuning seed."""
+    transfer: dict[str, Any] = {}
+    unsupervised_runs: dict[str, list] = {}
+    seeds = run.budget.seeds
+    for task, (title, _) in TRANSFERS.items():
+        per_seed: dict[str, list[dict]] = {}
+        for which in ("random", "valpat"):
+            init = "random" if which == "random" else str(valpat_run)
+            label = "random init" if which == "random" else "VAL-PAT init"
+            with run.progress.stage(f"{task}_{which}",
+                                    f"{title} ({label}, {len(seeds)} seed(s))"):
+                per_seed[which] = [
+                    stages.transfer(task, data, init, run.runs_dir / f"{task}_{which}_seed{s}",
+                                    run.budget, s, run.verbose) for s in seeds]
+                _say_stage_result(task, per_seed[which], run.printer)
+        transfer[task] = summarize_transfer(task, per_seed)
+        if task == "reid_unsupervised":
+            unsupervised_runs = per_seed
+    return transfer, unsupervised_runs
+
+
+def _zero_shot_stage(run: _DemoRun, data: stages.DemoData,
+                     valpat_run: Path) -> dict[str, float]:
+    """Stage 5: zero-shot attributes of the pretrained image-text space."""
+    with run.progress.stage("zero_shot", "zero-shot attributes (VAL-PAT, no fine-tuning)"):
+        return stages.zero_shot(data, valpat_run, run.budget)
+
+
+def _copy_figures(run: _DemoRun) -> dict[str, str]:
+    """The `FIGURES` of the first fine-tuning seed, copied into the output folder."""
+    figures = {}
+    for name, source in FIGURES.items():
+        path = run.out / source.format(seed=run.budget.seeds[0])
+        if path.is_file():
+            shutil.copyfile(path, run.out / name)
+            figures[name] = name
+    return figures
+
+
+def _command() -> str:
+    if Path(sys.argv[0]).name in ("valpat", "__main__.py"):
+        return "valpat " + " ".join(sys.argv[1:])
+    return "valpat_keras.demo.run_demo"
+
+
+def _report_stage(run: _DemoRun, data: stages.DemoData, parts: dict[str, Any]) -> dict:
+    """Stage 6: the figures, ``results.json`` and ``results.md`` (printed)."""
+    with run.progress.stage("report", "figures and results table"):
+        figures = _copy_figures(run)
+    pretraining = parts["pretraining"]
+    results = {
+        "command": _command(), "budget": run.budget.to_dict(), "seed": int(run.seed),
+        "backend": _backend(), "environment": environment_info(),
+        "synthped": dict(data.info.counts), "pretraining": pretraining,
+        "transfer": parts["transfer"], "zero_shot": parts["zero_shot"],
+        "unsupervised_runs": parts["unsupervised_runs"], "ablation": parts["ablation"],
+        "figures": figures, "seconds": dict(run.progress.seconds),
+        "wall_seconds": round(time.perf_counter() - run.progress.started, 1),
+        "cached_runs": sum(entry["reused"] for entry in pretraining.values()),
+    }
+    markdown = results_markdown(results)
+    (run.out / "results.md").write_text(markdown)
+    write_json(run.out / "results.json", results)
+    run.printer("")
+    run.printer(markdown)
+    return results
+
+
 def run_demo(out_dir: str | Path = "valpat_demo", quick: bool = False, seed: int = 0,
              budget: DemoBudget | None = None, verbose: int = 0, fresh: bool = False,
              printer: Callable[[str], None] | None = None) -> dict:
     """Runs the whole story on SynthPed and writes ``results.md``, ``results.json``, figures.
 
     Args:
-        out_dir: Output folder (created; its ``synthped/`` and ``runs/`` are replaced, its
-            ``cache/`` of pretraining runs is kept).
+        out_dir: Output folder (created; its ``runs/`` and ``pretrain/`` are replaced, its
+            ``synthped/`` is reused when written with the same config, its ``cache/`` of
+            pretraining runs is kept).
         quick: Use `DemoBudget.quick()` (the smoke run) instead of `DemoBudget.full()`.
         seed: Seeds SynthPed and the pretraining runs; fine-tuning seeds are the budget's.
         budget: Explicit sizes and budgets; overrides ``quick``.
@@ -156,94 +314,17 @@ def run_demo(out_dir: str | Path = "valpat_demo", quick: bool = False, seed: int
         ``ablation`` (rows and on how many columns the full model leads), ``figures``,
         ``seconds`` per stage and ``wall_seconds``. Metric values are fractions.
     """
-    import keras
-
-    from valpat_keras.demo import stages
-    from valpat_keras.run_outputs import environment_info, write_json
-
     budget = budget or (DemoBudget.quick() if quick else DemoBudget.full())
-    printer = printer or (lambda line: print(line, flush=True))
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in ("synthped", "runs", "pretrain"):
-        shutil.rmtree(out / stale, ignore_errors=True)
-    runs_dir = out / "runs"
-    names = list(PRETRAINING_RUNS) if budget.ablation else ["ssl+itc+attr"]
-    inits = ("random", "valpat")
-    progress = _Progress(1 + len(names) + int(budget.ablation) + len(TRANSFERS) * 2 + 2,
-                         printer)
-    size = tuple(budget.image_size)
-    printer(f"valpat demo: SynthPed {budget.synthped_preset} at {size[0]}x{size[1]}, "
-            f"backend {keras.backend.backend()}, seed {seed}, fine-tuning seeds "
-            f"{list(budget.seeds)} -> {out}")
-
-    with progress.stage("synthped", f"SynthPed ({budget.synthped_preset})"):
-        data = stages.make_data(out / "synthped", budget, seed)
-
-    runs: dict[str, Path] = {}
-    pretraining: dict[str, dict[str, Any]] = {}
-    for name in names:
-        title = ("VAL-PAT pretraining (ssl + itc + attr)" if name == "ssl+itc+attr"
-                 else f"ablation: pretraining with {name} only")
-        with progress.stage(f"pretrain_{name}", title):
-            run, reused = stages.pretraining_run(data, out / "cache", name, budget, seed,
-                                                 fresh, printer, verbose)
-        runs[name] = run
-        pretraining[name] = {"run": str(run), "reused": reused, "final": _final_logs(run)}
-    valpat_run = runs["ssl+itc+attr"]
-    shutil.copytree(valpat_run, out / "pretrain", ignore=shutil.ignore_patterns("*.keras"))
-
-    ablation = None
-    if budget.ablation:
-        with progress.stage("ablation", "ablation: frozen re-ID, attribute probe, text search"):
-            rows = stages.ablation_rows(data, runs, runs_dir / "ablation", budget, seed)
-        ablation = {"rows": rows, "leads": ablation_leads(rows)}
-
-    transfer: dict[str, Any] = {}
-    unsupervised_runs: dict[str, list] = {}
-    for task, (title, _) in TRANSFERS.items():
-        per_seed: dict[str, list[dict]] = {}
-        for which in inits:
-            init = "random" if which == "random" else str(valpat_run)
-            label = "random init" if which == "random" else "VAL-PAT init"
-            with progress.stage(f"{task}_{which}", f"{title} ({label}, "
-                                f"{len(budget.seeds)} seed(s))"):
-                per_seed[which] = [
-                    stages.transfer(task, data, init, runs_dir / f"{task}_{which}_seed{s}",
-                                    budget, s, verbose) for s in budget.seeds]
-                _say_stage_result(task, per_seed[which], printer)
-        transfer[task] = summarize_transfer(task, per_seed)
-        if task == "reid_unsupervised":
-            unsupervised_runs = per_seed
-
-    with progress.stage("zero_shot", "zero-shot attributes (VAL-PAT, no fine-tuning)"):
-        zero_shot = stages.zero_shot(data, valpat_run, budget)
-
-    with progress.stage("report", "figures and results table"):
-        figures = {}
-        for name, source in FIGURES.items():
-            path = out / source.format(seed=budget.seeds[0])
-            if path.is_file():
-                shutil.copyfile(path, out / name)
-                figures[name] = name
-    results = {
-        "command": ("valpat " + " ".join(sys.argv[1:])
-                    if Path(sys.argv[0]).name in ("valpat", "__main__.py")
-                    else "valpat_keras.demo.run_demo"),
-        "budget": budget.to_dict(), "seed": int(seed), "backend": keras.backend.backend(),
-        "environment": environment_info(), "synthped": dict(data.info.counts),
+    run = _start(out_dir, budget, seed, verbose, fresh,
+                 printer or (lambda line: print(line, flush=True)))
+    data = _data_stage(run)
+    runs, pretraining = _pretraining_stage(run, data)
+    ablation = _ablation_stage(run, data, runs)
+    transfer, unsupervised_runs = _transfer_stage(run, data, runs["ssl+itc+attr"])
+    zero_shot = _zero_shot_stage(run, data, runs["ssl+itc+attr"])
+    return _report_stage(run, data, {
         "pretraining": pretraining, "transfer": transfer, "zero_shot": zero_shot,
-        "unsupervised_runs": unsupervised_runs, "ablation": ablation, "figures": figures,
-        "seconds": dict(progress.seconds),
-        "wall_seconds": round(time.perf_counter() - progress.started, 1),
-        "cached_runs": sum(run["reused"] for run in pretraining.values()),
-    }
-    markdown = results_markdown(results)
-    (out / "results.md").write_text(markdown)
-    write_json(out / "results.json", results)
-    printer("")
-    printer(markdown)
-    return results
+        "unsupervised_runs": unsupervised_runs, "ablation": ablation})
 
 
 def publish_results(out_dir: str | Path, docs_page: str | Path) -> Path:
@@ -257,8 +338,6 @@ def publish_results(out_dir: str | Path, docs_page: str | Path) -> Path:
     Returns:
         The page written.
     """
-    import json
-
     out = Path(out_dir)
     results = json.loads((out / "results.json").read_text())
     return publish(results, out, Path(docs_page), RESULTS_PAGE_INTRO)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+from valpat_keras.data.synthped import SynthPedConfig
+from valpat_keras.tasks.pretrain_config import PretrainConfig
 
 #: The weighting `benchmarks/loss_weights.py` chose on validation data at the demo's budget.
 CHOSEN_LOSS_WEIGHTS: dict[str, float] = {"ssl": 0.1, "itc": 1.0, "attr": 3.0}
@@ -90,14 +94,28 @@ class DemoBudget:
 
     def synthped_config(self, seed: int):
         """The `SynthPedConfig` of this budget and seed."""
-        from valpat_keras.data.synthped import SynthPedConfig
-
         overrides = {"seed": seed, "height": self.image_size[0], "width": self.image_size[1]}
         if self.attribute_identities is not None:
             overrides["attribute_identities"] = int(self.attribute_identities)
         if self.attribute_images_per_identity is not None:
             overrides["attribute_images_per_identity"] = int(self.attribute_images_per_identity)
         return SynthPedConfig.preset(self.synthped_preset, **overrides)
+
+    def pretrain_config(self, objectives: Sequence[str], seed: int,
+                        loss_weights: Mapping[str, float] | None = None,
+                        verbose: int = 0) -> PretrainConfig:
+        """The `PretrainConfig` of one pretraining run at this budget.
+
+        Args:
+            objectives: The objectives trained.
+            seed: The pretraining seed.
+            loss_weights: Weight per objective (None: 1 each).
+            verbose: Keras ``fit`` verbosity.
+        """
+        return PretrainConfig(encoder_config=self.config, objectives=tuple(objectives),
+                              loss_weights=None if loss_weights is None else dict(loss_weights),
+                              steps=self.pretrain_steps, batch_size=self.batch_size,
+                              image_size=tuple(self.image_size), seed=seed, verbose=verbose)
 
     def to_dict(self) -> dict[str, Any]:
         """The budget as a JSON-ready dict."""

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from valpat_keras.demo.stages import TRANSFERS
+from valpat_keras.run_outputs import write_json
 
 #: Chance level of mA (the mean of positive and negative recall).
 CHANCE_MA = 0.5
@@ -208,8 +209,6 @@ def publish(results: Mapping[str, Any], out_dir: Path, docs_page: Path,
     Returns:
         The page written.
     """
-    from valpat_keras.run_outputs import write_json
-
     folder = docs_page.parent / docs_page.stem
     folder.mkdir(parents=True, exist_ok=True)
     for name in results["figures"]:

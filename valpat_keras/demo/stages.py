@@ -1,20 +1,27 @@
 """The stages of `valpat demo`, one function each, every one calling the library's entry points.
 
-1. `make_data`: SynthPed in the real layouts, loaded back through the dataset registry.
-2. `pretraining_runs`: VAL-PAT pretraining with all three objectives and, for the ablation,
+1. `make_data`: SynthPed in the real layouts (`ensure_synthped`: reused when already written
+   with the same config), loaded back through the dataset registry.
+2. `pretraining_run`: VAL-PAT pretraining with all three objectives and, for the ablation,
    with each objective alone (`cached_pretrain`: a second demo reuses the runs).
 3. `ablation_rows`: the same cheap, honest numbers for every encoder (`evaluate_encoder`).
 4. `transfer`: one downstream task from one initialisation, once per fine-tuning seed.
 5. `zero_shot`: attributes from the pretrained image-text space, no fine-tuning.
+
+The library's task modules import Keras, so each stage imports them when it runs: the demo
+package stays importable before the Keras backend is chosen (``valpat --backend ... demo``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from valpat_keras.data import registry
+from valpat_keras.data.synthped import ensure_synthped, plot_identity_grid
 from valpat_keras.demo.budget import DemoBudget
 
 #: The pretraining runs of the demo, by the objectives they train (all three first).
@@ -60,12 +67,11 @@ class DemoData:
 
 
 def make_data(root: Path, budget: DemoBudget, seed: int) -> DemoData:
-    """Writes SynthPed into ``root`` (with its identity grid figure) and loads every set."""
-    from valpat_keras.data import registry
-    from valpat_keras.data.synthped import plot_identity_grid, write_synthped
-
-    info = write_synthped(root, budget.synthped_config(seed))
-    plot_identity_grid(info, root / "synthped_grid.png")
+    """SynthPed in ``root`` (with its identity grid figure), every set loaded back."""
+    info = ensure_synthped(root, budget.synthped_config(seed), progress=None)
+    grid = Path(root) / "synthped_grid.png"
+    if not grid.is_file():
+        plot_identity_grid(info, grid)
     return DemoData(info=info,
                     pretrain=registry.load("luperson_ta", info.paths["pretrain_manifest"]),
                     market=registry.load("market1501", info.paths["market1501"]),
@@ -76,7 +82,7 @@ def make_data(root: Path, budget: DemoBudget, seed: int) -> DemoData:
 def pretraining_run(data: DemoData, cache_dir: Path, name: str, budget: DemoBudget,
                     seed: int, fresh: bool, printer: Callable[[str], None],
                     verbose: int) -> tuple[Path, bool]:
-    """One pretraining run (cached by data, arguments, seed and backend).
+    """One pretraining run (cached by data, `PretrainConfig` and backend).
 
     Args:
         data: The SynthPed sets.
@@ -94,17 +100,15 @@ def pretraining_run(data: DemoData, cache_dir: Path, name: str, budget: DemoBudg
     from valpat_keras.tasks.ablation import objectives_of
     from valpat_keras.tasks.pretrain_cache import cached_pretrain
 
-    objectives = list(objectives_of(name))
-    weights = {}
+    objectives = objectives_of(name)
+    weights = None
     # Only the ratio of the weights matters (AdamW is invariant to the scale of the loss):
     # a run of one objective trains it at weight 1, and its cache entry serves every budget.
     if budget.loss_weights and len(objectives) > 1:
-        weights = {"loss_weights": {k: float(budget.loss_weights[k]) for k in objectives}}
-    return cached_pretrain(
-        data.pretrain, cache_dir, name=name.replace("+", "_"), fresh=fresh, printer=printer,
-        config=budget.config, objectives=objectives, **weights,
-        steps=budget.pretrain_steps, batch_size=budget.batch_size,
-        image_size=list(budget.image_size), seed=seed, verbose=verbose)
+        weights = {k: float(budget.loss_weights[k]) for k in objectives}
+    config = budget.pretrain_config(objectives, seed, loss_weights=weights, verbose=verbose)
+    return cached_pretrain(data.pretrain, cache_dir, config, name=name.replace("+", "_"),
+                           fresh=fresh, printer=printer)
 
 
 def ablation_rows(data: DemoData, runs: dict[str, Path], out: Path, budget: DemoBudget,
@@ -127,6 +131,33 @@ def ablation_rows(data: DemoData, runs: dict[str, Path], out: Path, budget: Demo
     return rows
 
 
+def _run_config(task: str, init: str, budget: DemoBudget, seed: int, verbose: int):
+    """The run config of one transfer at the demo's budget."""
+    from valpat_keras.tasks.attributes import AttributesRunConfig
+    from valpat_keras.tasks.reid_training import ReIDRunConfig
+    from valpat_keras.tasks.search import SearchRunConfig
+
+    size = tuple(int(v) for v in budget.image_size)
+    common = {"init": init, "encoder_config": budget.config, "seed": seed, "verbose": verbose}
+    if task == "reid_supervised":
+        return ReIDRunConfig(epochs=budget.reid_epochs, p=budget.p, k=budget.k,
+                             image_size=size, steps_per_epoch=budget.reid_steps, **common)
+    if task == "reid_unsupervised":
+        return ReIDRunConfig(unsupervised=True, epochs=budget.unsupervised_epochs, p=budget.p,
+                             k=budget.k, image_size=size, eps=budget.unsupervised_eps,
+                             steps_per_epoch=budget.unsupervised_steps, **common)
+    if task == "attributes":
+        return AttributesRunConfig(epochs=budget.attribute_epochs, batch_size=budget.batch_size,
+                                   image_size=size, steps_per_epoch=budget.attribute_steps,
+                                   **common)
+    if task == "text_search":
+        return SearchRunConfig(epochs=budget.search_epochs, batch_size=budget.batch_size,
+                               image_size=size if init == "random" else None,
+                               steps_per_epoch=budget.search_steps, image_to_text=False,
+                               **common)
+    raise ValueError(f"unknown demo task {task!r}; choose from {sorted(TRANSFERS)}")
+
+
 def transfer(task: str, data: DemoData, init: str, out: Path, budget: DemoBudget,
              seed: int, verbose: int) -> dict[str, Any]:
     """Fine-tunes one task from one initialisation with one seed; returns its test metrics.
@@ -145,40 +176,18 @@ def transfer(task: str, data: DemoData, init: str, out: Path, budget: DemoBudget
         ``(clusters, eps)`` of every clustering round.
     """
     from valpat_keras.tasks.attributes import train_attributes
-    from valpat_keras.tasks.reid_training import ReIDTrainingConfig, train_reid
+    from valpat_keras.tasks.reid_training import train_reid
     from valpat_keras.tasks.search import train_search
 
-    size = tuple(int(v) for v in budget.image_size)
-    common = {"init": init, "config": budget.config, "seed": seed}
-    if task == "reid_supervised":
-        metrics = train_reid(data.market, out, epochs=budget.reid_epochs, p=budget.p,
-                             k=budget.k, image_size=size, **common,
-                             options=ReIDTrainingConfig(steps_per_epoch=budget.reid_steps,
-                                                        verbose=verbose))
-    elif task == "reid_unsupervised":
-        metrics = train_reid(data.market, out, unsupervised=True,
-                             epochs=budget.unsupervised_epochs, p=budget.p, k=budget.k,
-                             image_size=size, **common,
-                             options=ReIDTrainingConfig(
-                                 steps_per_epoch=budget.unsupervised_steps,
-                                 eps=budget.unsupervised_eps, verbose=verbose))
+    config = _run_config(task, init, budget, seed, verbose)
+    if task in ("reid_supervised", "reid_unsupervised"):
+        metrics = train_reid(data.market, out, config)
     elif task == "attributes":
-        metrics = train_attributes(data.pa100k, out, epochs=budget.attribute_epochs,
-                                   batch_size=budget.batch_size, image_size=size,
-                                   steps_per_epoch=budget.attribute_steps, verbose=verbose,
-                                   **common)
-    elif task == "text_search":
-        metrics = train_search(data.cuhk, out, epochs=budget.search_epochs,
-                               batch_size=budget.batch_size,
-                               image_size=size if init == "random" else None,
-                               steps_per_epoch=budget.search_steps, image_to_text=False,
-                               verbose=verbose, **common)
+        metrics = train_attributes(data.pa100k, out, config)
     else:
-        raise ValueError(f"unknown demo task {task!r}; choose from {sorted(TRANSFERS)}")
+        metrics = train_search(data.cuhk, out, config)
     kept = {key: float(metrics[key]) for key in TRANSFER_METRICS[task]}
     if task == "reid_unsupervised":
-        import json
-
         history = json.loads((Path(out) / "history.json").read_text())
         kept["rounds"] = [[int(h["num_clusters"]), float(h["eps"])] for h in history]
     return kept

@@ -1,4 +1,9 @@
-"""Re-ID evaluation as an object and as a Keras callback during ``fit``."""
+"""Re-ID evaluation as an object and as a Keras callback during ``fit``.
+
+`ReIDEvaluator` is the one "extract query / gallery features, then score" of the package:
+the validation callback, `valpat_keras.tasks.reid_training.evaluate_reid_model` (the final
+test scores, ``valpat evaluate`` and the demo) all go through its `extract` and `score`.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import keras
 import numpy as np
 
 from valpat_keras.evaluation.distances import iter_distance_blocks
-from valpat_keras.evaluation.features import extract_features
+from valpat_keras.evaluation.features import FeatureSet, extract_features
 from valpat_keras.evaluation.reid_metrics import evaluate_reid_from_blocks
 from valpat_keras.evaluation.reranking import iter_re_ranking_blocks
 
@@ -69,8 +74,40 @@ class ReIDEvaluator:
         self.block_size = block_size
         self.verbose = verbose
 
+    def extract(self, model: Callable) -> tuple[FeatureSet, FeatureSet]:
+        """The query and gallery features of ``model`` (with this evaluator's flip / norm).
+
+        Args:
+            model: A Keras model mapping float32 [0, 1] images to ``(B, D)`` embeddings.
+        """
+        kwargs = {"image_size": self.image_size, "batch_size": self.batch_size,
+                  "flip": self.flip, "normalize": self.normalize, "verbose": self.verbose}
+        return (extract_features(model, self.query, **kwargs),
+                extract_features(model, self.gallery, **kwargs))
+
+    def score(self, query: FeatureSet, gallery: FeatureSet, rerank: bool | None = None) -> dict:
+        """CMC, mAP and mINP of ranking ``gallery`` for every ``query`` feature.
+
+        Args:
+            query: Query features (from `extract`).
+            gallery: Gallery features.
+            rerank: k-reciprocal re-ranking; ``None`` uses the evaluator's ``rerank``.
+
+        Returns:
+            The dict of `evaluate_reid_from_blocks` (``rank1``, ``mAP``, ``mINP``, ``cmc``, ...).
+        """
+        rerank = self.rerank if rerank is None else rerank
+        if rerank:
+            blocks = iter_re_ranking_blocks(query.features, gallery.features, self.k1, self.k2,
+                                            self.lambda_value, self.metric, self.block_size)
+        else:
+            blocks = iter_distance_blocks(query.features, gallery.features, self.metric,
+                                          self.block_size)
+        return evaluate_reid_from_blocks(blocks, query.pids, gallery.pids, query.camids,
+                                         gallery.camids, self.max_rank)
+
     def evaluate(self, model: Callable) -> dict:
-        """Ranks the gallery for every query with ``model``'s embeddings.
+        """Ranks the gallery for every query with ``model``'s embeddings (`extract`, `score`).
 
         Args:
             model: A Keras model mapping float32 [0, 1] images to ``(B, D)`` embeddings.
@@ -78,17 +115,7 @@ class ReIDEvaluator:
         Returns:
             The dict of `evaluate_reid` (``rank1``, ``mAP``, ``mINP``, ``cmc``, ...).
         """
-        kwargs = {"image_size": self.image_size, "batch_size": self.batch_size,
-                  "flip": self.flip, "normalize": self.normalize, "verbose": self.verbose}
-        q = extract_features(model, self.query, **kwargs)
-        g = extract_features(model, self.gallery, **kwargs)
-        if self.rerank:
-            blocks = iter_re_ranking_blocks(q.features, g.features, self.k1, self.k2,
-                                            self.lambda_value, self.metric, self.block_size)
-        else:
-            blocks = iter_distance_blocks(q.features, g.features, self.metric, self.block_size)
-        return evaluate_reid_from_blocks(blocks, q.pids, g.pids, q.camids, g.camids,
-                                         self.max_rank)
+        return self.score(*self.extract(model))
 
 
 class ReIDEvaluationCallback(keras.callbacks.Callback):

@@ -1,7 +1,7 @@
 """Feature extraction with any Keras embedding model (flip averaging, L2 normalisation).
 
-Imports Keras and TensorFlow (through the image pipeline): import this module only when
-extracting, not at package import time.
+Imports Keras and TensorFlow (through the image pipeline): `valpat_keras.evaluation` loads
+this module on first use of `extract_features`, not at package import time.
 """
 
 from __future__ import annotations
@@ -9,8 +9,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 
+import keras
 import numpy as np
 
+from valpat_keras.data.pipelines import image_dataset
+from valpat_keras.data.records import camids_of, pids_of
 from valpat_keras.evaluation.distances import l2_normalize
 
 
@@ -36,8 +39,6 @@ class FeatureSet:
 
 def _load_images(paths: Sequence[str], image_size: tuple[int, int], batch_size: int):
     """Batches of float32 [0, 1] images in order (the shared tf.data image pipeline)."""
-    from valpat_keras.data.pipelines import image_dataset
-
     dataset = image_dataset(list(paths), image_size, batch_size)
     return dataset.as_numpy_iterator() if hasattr(dataset, "as_numpy_iterator") else dataset
 
@@ -46,10 +47,8 @@ def _labels(records: Sequence) -> tuple[list[str], np.ndarray | None, np.ndarray
     if all(isinstance(r, str) for r in records):
         return list(records), None, None
     paths = [r.path for r in records]
-    pids = np.asarray([r.pid for r in records], dtype=np.int64) \
-        if all(hasattr(r, "pid") for r in records) else None
-    camids = np.asarray([r.camid for r in records], dtype=np.int64) \
-        if all(hasattr(r, "camid") for r in records) else None
+    pids = pids_of(records) if all(hasattr(r, "pid") for r in records) else None
+    camids = camids_of(records) if all(hasattr(r, "camid") for r in records) else None
     return paths, pids, camids
 
 
@@ -84,8 +83,6 @@ def extract_features(
     Example:
     >>> feats = extract_features(task.embedding_model, dataset.query, (256, 128))  # doctest: +SKIP
     """
-    import keras
-
     paths, pids, camids = _labels(records_or_paths)
     if not paths:
         raise ValueError("extract_features got no images")

@@ -1,8 +1,9 @@
 """Attribute linear probe on frozen features: what a representation holds, without fine-tuning.
 
-One class-balanced logistic regression per attribute on standardised features (scikit-learn).
-The regularisation strength is chosen on the validation split by mA; the test split is scored
-once, with the chosen strength. NumPy / scikit-learn only.
+One class-balanced logistic regression per attribute on standardised features (scikit-learn's
+objective, solved for all attributes at once with SciPy's L-BFGS). The regularisation
+strength is chosen on the validation split by mA; the test split is scored once, with the
+chosen strength. NumPy / SciPy only.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from scipy.optimize import minimize
 
 from valpat_keras.evaluation.attribute_metrics import evaluate_attributes
 
@@ -39,8 +41,6 @@ def fit_attribute_probe(train_x: np.ndarray, train_y: np.ndarray, c: float = 0.1
         the probe's logits on raw features. An attribute constant in ``train_y`` gets zero
         weights and a bias of -10 (or +10 when always positive).
     """
-    from scipy.optimize import minimize
-
     x = np.asarray(train_x, dtype=np.float64)
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale = np.where(scale > 0, scale, 1.0)

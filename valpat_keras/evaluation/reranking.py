@@ -19,7 +19,11 @@ from collections.abc import Iterator
 import numpy as np
 import scipy.sparse as sp
 
-from valpat_keras.evaluation.distances import iter_distance_blocks, pairwise_distance
+from valpat_keras.evaluation.distances import (
+    iter_distance_blocks,
+    l2_normalize,
+    pairwise_distance,
+)
 
 
 def re_ranking(
@@ -90,7 +94,7 @@ def _pair_distance(x: np.ndarray, rows: np.ndarray, cols: np.ndarray, metric: st
     chunk = max(1024, (1 << 24) // max(x.shape[1], 1))  # ~128 MB per gathered float64 chunk
     x64 = x.astype(np.float64)
     if metric == "cosine":
-        x64 /= np.maximum(np.linalg.norm(x64, axis=1, keepdims=True), 1e-12)
+        x64 = l2_normalize(x64, axis=1)
     sq = np.sum(x64 * x64, axis=1)
     for s in range(0, rows.size, chunk):
         r, c = rows[s: s + chunk], cols[s: s + chunk]

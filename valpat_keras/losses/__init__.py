@@ -11,8 +11,10 @@ from valpat_keras.losses.contrastive import (
     info_nce,
     symmetric_info_nce,
 )
+from valpat_keras.losses.normalization import l2_normalize
 
 __all__ = [
-    "batch_mean_accuracy", "cross_entropy_with_accuracy", "info_nce", "positive_ratios",
+    "batch_mean_accuracy", "cross_entropy_with_accuracy", "info_nce", "l2_normalize",
+    "positive_ratios",
     "prior_logits", "symmetric_info_nce", "weighted_bce",
 ]

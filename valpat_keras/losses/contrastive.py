@@ -7,10 +7,7 @@ from __future__ import annotations
 
 from keras import ops
 
-
-def _l2_normalize(x):
-    x = ops.cast(x, "float32")
-    return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-12))
+from valpat_keras.losses.normalization import l2_normalize
 
 
 def cross_entropy_with_accuracy(logits, labels):
@@ -50,8 +47,8 @@ def info_nce(query, positive_key, negatives=None, temperature: float = 0.2,
     Returns:
         ``(loss, top1_accuracy)`` float32 scalars.
     """
-    q = _l2_normalize(query)
-    k = _l2_normalize(positive_key)
+    q = l2_normalize(query)
+    k = l2_normalize(positive_key)
     batch = ops.shape(q)[0]
     if negatives is None or in_batch_negatives:
         parts = [ops.matmul(q, ops.transpose(k))]
@@ -60,7 +57,7 @@ def info_nce(query, positive_key, negatives=None, temperature: float = 0.2,
         parts = [ops.sum(q * k, axis=-1, keepdims=True)]
         labels = ops.zeros((batch,), dtype="int32")
     if negatives is not None:
-        parts.append(ops.matmul(q, ops.transpose(_l2_normalize(negatives))))
+        parts.append(ops.matmul(q, ops.transpose(l2_normalize(negatives))))
     logits = ops.concatenate(parts, axis=1) / temperature
     return cross_entropy_with_accuracy(logits, labels)
 
@@ -80,8 +77,8 @@ def symmetric_info_nce(image_embedding, text_embedding, logit_scale):
     Returns:
         ``(loss, top1_accuracy)`` float32 scalars; the accuracy averages both directions.
     """
-    image = _l2_normalize(image_embedding)
-    text = _l2_normalize(text_embedding)
+    image = l2_normalize(image_embedding)
+    text = l2_normalize(text_embedding)
     logits = ops.cast(logit_scale, "float32") * ops.matmul(image, ops.transpose(text))
     labels = ops.arange(ops.shape(logits)[0], dtype="int32")
     loss_i2t, acc_i2t = cross_entropy_with_accuracy(logits, labels)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from keras import ops
 
+from valpat_keras.losses.normalization import l2_normalize
+
 # Logits of unused memory rows: large but finite, so softmax stays NaN-free on every backend.
 _MASKED_LOGIT = -1e9
 
@@ -86,10 +88,6 @@ def batch_hard_triplet(features, labels, margin: float | None = 0.3):
     return ops.mean(ops.relu(difference + margin))
 
 
-def _l2_normalize(x, axis=-1):
-    return x / ops.maximum(ops.sqrt(ops.sum(ops.square(x), axis=axis, keepdims=True)), 1e-12)
-
-
 def cluster_contrast_loss(features, labels, memory, temperature: float = 0.05,
                           num_clusters=None):
     """Cluster-level InfoNCE of Cluster Contrast: each image against all cluster centroids.
@@ -109,7 +107,7 @@ def cluster_contrast_loss(features, labels, memory, temperature: float = 0.05,
     Returns:
         The scalar mean loss.
     """
-    features = _l2_normalize(ops.cast(features, "float32"))
+    features = l2_normalize(ops.cast(features, "float32"))
     memory = ops.cast(memory, "float32")
     logits = ops.matmul(features, ops.transpose(memory)) / temperature
     if num_clusters is not None:
@@ -141,7 +139,7 @@ def update_cluster_memory(memory, features, labels, momentum: float = 0.1, hard:
         The new memory, shape ``(N, D)``.
     """
     memory = ops.cast(memory, "float32")
-    features = _l2_normalize(ops.cast(features, "float32"))
+    features = l2_normalize(ops.cast(features, "float32"))
     labels = ops.cast(ops.reshape(labels, (-1,)), "int32")
     num_rows = ops.shape(memory)[0]
     weights = ops.ones_like(labels, dtype="float32")
@@ -155,5 +153,5 @@ def update_cluster_memory(memory, features, labels, momentum: float = 0.1, hard:
     counts = ops.segment_sum(weights, labels, num_segments=num_rows)
     present = ops.expand_dims(counts > 0, 1)
     batch_means = sums / ops.maximum(ops.expand_dims(counts, 1), 1.0)
-    updated = _l2_normalize(momentum * memory + (1.0 - momentum) * batch_means)
+    updated = l2_normalize(momentum * memory + (1.0 - momentum) * batch_means)
     return ops.where(present, updated, memory)

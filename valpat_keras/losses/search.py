@@ -12,9 +12,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-
-def _l2_normalize(x):
-    return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-12))
+from valpat_keras.losses.normalization import l2_normalize
 
 
 def sdm_loss(image_emb, text_emb, pids, logit_scale, epsilon: float = 1e-8):
@@ -45,9 +43,10 @@ def sdm_loss(image_emb, text_emb, pids, logit_scale, epsilon: float = 1e-8):
     loss = sdm_loss(np.random.randn(4, 8), np.random.randn(4, 8), np.array([0, 0, 1, 2]), 50.0)
     ```
     """
-    # Losses run in float32 even when the model computes in a mixed-precision dtype.
-    image = _l2_normalize(ops.cast(image_emb, "float32"))
-    text = _l2_normalize(ops.cast(text_emb, "float32"))
+    # Losses run in float32 even when the model computes in a mixed-precision dtype
+    # (`l2_normalize` casts).
+    image = l2_normalize(image_emb)
+    text = l2_normalize(text_emb)
     pids = ops.reshape(ops.convert_to_tensor(pids), (-1,))
     labels = ops.cast(ops.equal(pids[:, None], pids[None, :]), "float32")
     labels = labels / ops.sum(labels, axis=1, keepdims=True)

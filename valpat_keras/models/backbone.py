@@ -8,6 +8,9 @@ import keras
 import keras_hub
 from keras import ops
 
+from valpat_keras.losses.normalization import l2_normalize
+from valpat_keras.models.serialization import deserialize_nested
+
 
 @keras.saving.register_keras_serializable(package="valpat_keras")
 class LogitScale(keras.layers.Layer):
@@ -55,8 +58,7 @@ class L2Normalize(keras.layers.Layer):
     """L2-normalises the last axis (in float32, returned in float32)."""
 
     def call(self, inputs):
-        x = ops.cast(inputs, "float32")
-        return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-12))
+        return l2_normalize(inputs, axis=-1)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -159,9 +161,5 @@ class ValPatBackbone(keras_hub.models.Backbone):
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        if isinstance(config.get("dtype"), dict):
-            config["dtype"] = keras.dtype_policies.get(config["dtype"])
-        for key in ("image_encoder", "text_encoder"):
-            config[key] = keras.layers.deserialize(config[key], custom_objects=custom_objects)
-        return cls(**config)
+        return cls(**deserialize_nested(config, ("image_encoder", "text_encoder"),
+                                        custom_objects))

@@ -9,46 +9,36 @@ import keras_hub
 
 from valpat_keras.models.batch_norm import use_closed_form_batch_norm
 from valpat_keras.models.pooling import TokenPooling, make_pooling_2d
+from valpat_keras.models.serialization import deserialize_nested
 
 #: ImageNet channel statistics; images enter the encoder in [0, 1].
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+
+def _resnet_config(num_filters: tuple[int, ...], num_blocks: tuple[int, ...],
+                   block_type: str) -> dict:
+    """A ResNet entry of `IMAGE_ENCODER_CONFIGS`: a 7x7 stem of 64 filters, stride 1 then 2s."""
+    return {
+        "family": "resnet",
+        "input_conv_filters": [64],
+        "input_conv_kernel_sizes": [7],
+        "stackwise_num_filters": list(num_filters),
+        "stackwise_num_blocks": list(num_blocks),
+        "stackwise_num_strides": [1] + [2] * (len(num_filters) - 1),
+        "block_type": block_type,
+        "use_pre_activation": False,
+    }
+
+
 #: Named encoder configurations: ``family`` picks the keras-hub backbone class, the rest are
 #: its constructor arguments (image shape and last stride are set by `build_image_encoder`).
 IMAGE_ENCODER_CONFIGS: dict[str, dict] = {
     # The CPU test / demo size: one basic block per stage, 64/128/256 filters.
-    "tiny": {
-        "family": "resnet",
-        "input_conv_filters": [64],
-        "input_conv_kernel_sizes": [7],
-        "stackwise_num_filters": [64, 128, 256],
-        "stackwise_num_blocks": [1, 1, 1],
-        "stackwise_num_strides": [1, 2, 2],
-        "block_type": "basic_block",
-        "use_pre_activation": False,
-    },
-    "resnet18": {
-        "family": "resnet",
-        "input_conv_filters": [64],
-        "input_conv_kernel_sizes": [7],
-        "stackwise_num_filters": [64, 128, 256, 512],
-        "stackwise_num_blocks": [2, 2, 2, 2],
-        "stackwise_num_strides": [1, 2, 2, 2],
-        "block_type": "basic_block",
-        "use_pre_activation": False,
-    },
+    "tiny": _resnet_config((64, 128, 256), (1, 1, 1), "basic_block"),
+    "resnet18": _resnet_config((64, 128, 256, 512), (2, 2, 2, 2), "basic_block"),
     # The paper's encoder.
-    "resnet50": {
-        "family": "resnet",
-        "input_conv_filters": [64],
-        "input_conv_kernel_sizes": [7],
-        "stackwise_num_filters": [64, 128, 256, 512],
-        "stackwise_num_blocks": [3, 4, 6, 3],
-        "stackwise_num_strides": [1, 2, 2, 2],
-        "block_type": "bottleneck_block",
-        "use_pre_activation": False,
-    },
+    "resnet50": _resnet_config((64, 128, 256, 512), (3, 4, 6, 3), "bottleneck_block"),
     "vit_tiny": {
         "family": "vit", "patch_size": 16, "num_layers": 12, "num_heads": 3,
         "hidden_dim": 192, "mlp_dim": 768,
@@ -136,12 +126,7 @@ class ImageEncoder(keras_hub.models.Backbone):
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        if isinstance(config.get("dtype"), dict):
-            config["dtype"] = keras.dtype_policies.get(config["dtype"])
-        config["backbone"] = keras.layers.deserialize(
-            config["backbone"], custom_objects=custom_objects)
-        return cls(**config)
+        return cls(**deserialize_nested(config, ("backbone",), custom_objects))
 
 
 def build_image_encoder(config: str = "tiny", image_size: tuple[int, int] = (256, 128),

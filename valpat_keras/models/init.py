@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import keras_hub
 
+from valpat_keras.data.tokenizer import PRESET_VOCABULARY_FILE, CaptionTokenizer
 from valpat_keras.errors import InputError
 from valpat_keras.models.backbone import ValPatBackbone
 from valpat_keras.models.image_encoder import ImageEncoder, build_image_encoder
+from valpat_keras.models.loading import check_preset_files
 
 #: Sub-folders of a pretraining run directory (written by `valpat pretrain --out RUN_DIR`).
 IMAGE_ENCODER_DIR = "image_encoder"
@@ -19,23 +20,6 @@ TOKENIZER_DIR = "tokenizer"  # inside BACKBONE_DIR
 
 def _looks_like_path(init: str) -> bool:
     return "/" in init or "\\" in init or init.startswith(".") or Path(init).exists()
-
-
-def _check_preset_files(preset: Path) -> None:
-    """Raises an `InputError` naming the file when a preset's JSON files do not parse.
-
-    keras-hub reads them with a bare ``json.load``, whose error names no file.
-    """
-    for name in ("config.json", "metadata.json"):
-        path = preset / name
-        if not path.is_file():
-            continue
-        try:
-            json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise InputError(f"{path}: corrupt preset file ({err}); expected the JSON that "
-                             "save_to_preset writes (copy the run folder again, or rerun "
-                             "the command that wrote it)") from None
 
 
 def _resize_encoder(encoder: ImageEncoder, image_size: tuple[int, int],
@@ -109,7 +93,7 @@ def load_image_encoder(init: str = "random", config: str = "tiny",
                 f"containing {IMAGE_ENCODER_DIR}/config.json (written by `valpat pretrain "
                 f"--out RUN_DIR`) or a preset directory with config.json (written by "
                 f"ImageEncoder.save_to_preset).")
-        _check_preset_files(preset)
+        check_preset_files(preset)
         encoder = ImageEncoder.from_preset(str(preset))
         return _resize_encoder(encoder, image_size, pooling)
     try:
@@ -126,12 +110,24 @@ def load_image_encoder(init: str = "random", config: str = "tiny",
     return ImageEncoder(backbone, pooling=pooling, name="image_encoder")
 
 
+def _tokenizer_folder(backbone_dir: Path) -> Path | None:
+    """Where a backbone preset keeps its tokenizer: ``tokenizer/`` (older runs) or itself."""
+    if (backbone_dir / TOKENIZER_DIR).is_dir():
+        return backbone_dir / TOKENIZER_DIR
+    if (backbone_dir / PRESET_VOCABULARY_FILE).is_file():
+        return backbone_dir
+    return None
+
+
 def load_backbone(run_dir: str | Path):
     """Loads the pretrained `ValPatBackbone` and its caption tokenizer from a run directory.
 
     The layout is the one `valpat pretrain --out RUN_DIR` writes: the backbone preset in
-    ``RUN_DIR/backbone/`` and the tokenizer preset in ``RUN_DIR/backbone/tokenizer/``.
-    ``run_dir`` may also be the ``backbone/`` folder itself.
+    ``RUN_DIR/backbone/`` with its tokenizer either as a preprocessor in the same preset
+    (``preprocessor.json`` + ``assets/tokenizer/vocabulary.txt``, see
+    `valpat_keras.models.loading.save_backbone`) or, in older runs, as the folder
+    ``RUN_DIR/backbone/tokenizer/``. ``run_dir`` may also be the ``backbone/`` folder itself
+    or any preset folder of a `ValPatBackbone` with a caption preprocessor (a search task's).
 
     Args:
         run_dir: The pretraining run directory.
@@ -145,23 +141,21 @@ def load_backbone(run_dir: str | Path):
             names the folder and what was expected).
         InputError: A JSON file of the preset does not parse (the message names it).
     """
-    from valpat_keras.data.tokenizer import CaptionTokenizer
-
     root = Path(run_dir)
     backbone_dir = root / BACKBONE_DIR
     if not (backbone_dir / "config.json").is_file() and (root / "config.json").is_file() \
-            and (root / TOKENIZER_DIR).is_dir():
+            and _tokenizer_folder(root) is not None:
         backbone_dir = root
     if not (backbone_dir / "config.json").is_file():
         raise FileNotFoundError(
             f"{root}: no pretrained backbone found. Expected {backbone_dir}/config.json (a "
             f"ValPatBackbone preset written by `valpat pretrain --out RUN_DIR`).")
-    tokenizer_dir = backbone_dir / TOKENIZER_DIR
-    if not tokenizer_dir.is_dir():
+    tokenizer_dir = _tokenizer_folder(backbone_dir)
+    if tokenizer_dir is None:
         raise FileNotFoundError(
-            f"{backbone_dir}: no caption tokenizer found. Expected the folder "
-            f"{tokenizer_dir} (CaptionTokenizer preset saved next to the backbone).")
-    _check_preset_files(backbone_dir)
+            f"{backbone_dir}: no caption tokenizer found. Expected "
+            f"{backbone_dir / PRESET_VOCABULARY_FILE} (a preprocessor saved with the backbone) "
+            f"or the folder {backbone_dir / TOKENIZER_DIR} (CaptionTokenizer preset).")
+    check_preset_files(backbone_dir)
     backbone = ValPatBackbone.from_preset(str(backbone_dir))
-    loader = getattr(CaptionTokenizer, "from_preset", None) or CaptionTokenizer.load
-    return backbone, loader(str(tokenizer_dir))
+    return backbone, CaptionTokenizer.from_preset(tokenizer_dir)

@@ -25,14 +25,17 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import keras
 import numpy as np
 
+from valpat_keras.data.splits import split_reid_validation
+from valpat_keras.evaluation.callbacks import ReIDEvaluator
 from valpat_keras.evaluation.features import extract_features
 from valpat_keras.evaluation.linear_probe import attribute_linear_probe
-from valpat_keras.evaluation.reid_metrics import evaluate_reid_from_features
-from valpat_keras.models.init import load_image_encoder
+from valpat_keras.models.init import load_backbone, load_image_encoder
+from valpat_keras.tasks.search import SearchRunConfig, evaluate_search, train_search
 
 OBJECTIVES: tuple[str, ...] = ("ssl", "itc", "attr")
 
@@ -80,8 +83,9 @@ class AblationBudget:
 def frozen_reid(encoder, dataset, image_size: tuple[int, int], batch_size: int) -> dict:
     """Re-ID mAP / rank-1 of an encoder's frozen, L2-normalised features on the test split.
 
-    No flip averaging: the ablation compares encoders with each other, and one pass per image
-    halves its cost.
+    The query / gallery extraction and scoring of every re-ID evaluation (`ReIDEvaluator`,
+    as `evaluate_reid_model`), without flip averaging: the ablation compares encoders with
+    each other, and one pass per image halves its cost.
 
     Args:
         encoder: Maps float32 images in [0, 1] to features.
@@ -92,12 +96,9 @@ def frozen_reid(encoder, dataset, image_size: tuple[int, int], batch_size: int) 
     Returns:
         ``{"mAP", "rank1"}`` as fractions.
     """
-    kwargs = {"image_size": image_size, "batch_size": batch_size, "flip": False,
-              "normalize": True, "verbose": False}
-    q = extract_features(encoder, dataset.query, **kwargs)
-    g = extract_features(encoder, dataset.gallery, **kwargs)
-    result = evaluate_reid_from_features(q.features, g.features, q.pids, g.pids, q.camids,
-                                         g.camids, metric="cosine")
+    evaluator = ReIDEvaluator(dataset.query, dataset.gallery, tuple(image_size), batch_size,
+                              metric="cosine", flip=False, normalize=True)
+    result = evaluator.evaluate(encoder)
     return {"mAP": float(result["mAP"]), "rank1": float(result["rank1"])}
 
 
@@ -142,10 +143,6 @@ def validation_reid_split(market, seed: int = 0):
     Returns:
         An object with ``query`` and ``gallery`` record lists.
     """
-    from types import SimpleNamespace
-
-    from valpat_keras.data.splits import split_reid_validation
-
     _, query, gallery = split_reid_validation(market.train, VALIDATION_FRACTION, seed)
     return SimpleNamespace(query=query, gallery=gallery)
 
@@ -174,9 +171,6 @@ def evaluate_encoder(init: str, market, pa100k, cuhk, out_dir: str | Path,
         ``reid_mAP``, ``reid_rank1``, ``probe_ma``, ``probe_val_ma``, ``search_R1``,
         ``search_mAP`` (fractions; the search keys are None where the row has no score).
     """
-    from valpat_keras.models.init import load_backbone
-    from valpat_keras.tasks.search import evaluate_search, train_search
-
     budget = budget or AblationBudget()
     if budget.search not in ("frozen", "finetune", "none"):
         raise ValueError(f"AblationBudget.search must be 'frozen', 'finetune' or 'none', got "
@@ -194,11 +188,12 @@ def evaluate_encoder(init: str, market, pa100k, cuhk, out_dir: str | Path,
            "probe_ma": probe["test_ma" if split == "test" else "val_ma"],
            "probe_val_ma": probe["val_ma"], "search_R1": None, "search_mAP": None}
     if budget.search == "finetune" and split == "test":
-        metrics = train_search(cuhk, Path(out_dir) / "search", init=init, config=budget.config,
-                               epochs=budget.search_epochs, batch_size=budget.batch_size,
-                               image_size=size if init == "random" else None, seed=seed,
-                               steps_per_epoch=budget.search_steps, image_to_text=False,
-                               verbose=0)
+        config = SearchRunConfig(init=init, encoder_config=budget.config,
+                                 epochs=budget.search_epochs, batch_size=budget.batch_size,
+                                 image_size=size if init == "random" else None, seed=seed,
+                                 steps_per_epoch=budget.search_steps, image_to_text=False,
+                                 verbose=0)
+        metrics = train_search(cuhk, Path(out_dir) / "search", config)
         row.update(search_R1=float(metrics["R1"]), search_mAP=float(metrics["mAP"]))
     elif budget.search == "frozen" and "itc" in objectives:
         backbone, tokenizer = load_backbone(init)

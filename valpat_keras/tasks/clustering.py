@@ -13,6 +13,8 @@ import numpy as np
 from sklearn.cluster import DBSCAN
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
+from valpat_keras.evaluation.distances import l2_normalize
+
 #: The smallest radius `eps_from_distances` returns (DBSCAN rejects 0).
 MIN_EPS = 1e-6
 
@@ -137,8 +139,7 @@ def cluster_centroids(features: np.ndarray, labels: np.ndarray,
     keep = labels >= 0
     sums = np.zeros((num_clusters, features.shape[1]))
     np.add.at(sums, labels[keep], features[keep])
-    norms = np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
-    return (sums / norms).astype(np.float32)
+    return l2_normalize(sums).astype(np.float32)
 
 
 @dataclasses.dataclass

@@ -2,7 +2,9 @@
 
 One class, one code path on TensorFlow, PyTorch and JAX: the momentum (EMA) key encoder and
 the queue of negative keys are non-trainable variables updated with ``assign`` inside
-``call`` / ``compute_loss``, which every backend's ``fit`` carries between steps.
+``call`` / ``compute_loss``, which every backend's ``fit`` carries between steps. That state
+is why the pretrainer is a subclassed `keras.Model` (with the `TaskContract` of every task)
+rather than a functional keras-hub Task.
 """
 
 from __future__ import annotations
@@ -14,17 +16,23 @@ import keras
 import numpy as np
 from keras import ops
 
+from valpat_keras.evaluation.distances import l2_normalize as l2_normalize_np
 from valpat_keras.losses.attribute import batch_mean_accuracy, prior_logits, weighted_bce
 from valpat_keras.losses.contrastive import info_nce, symmetric_info_nce
+from valpat_keras.losses.normalization import l2_normalize
 from valpat_keras.models.backbone import ValPatBackbone
 from valpat_keras.models.heads import AttributeHead, PredictionHead, ProjectionHead
 from valpat_keras.models.image_encoder import ImageEncoder
+from valpat_keras.tasks.base import TaskContract
 from valpat_keras.tasks.callbacks import TerminateOnNonFiniteLoss
 
 #: The former name of the NaN guard, now shared by every task (`valpat_keras.tasks.callbacks`).
 TerminateOnNaNWithMessage = TerminateOnNonFiniteLoss
 
 OBJECTIVES = ("ssl", "itc", "attr")
+
+#: The accuracy-like metric logged per objective (``ssl_acc``, ``itc_acc``, ``attr_ma``).
+_METRIC_NAMES = {"ssl": "acc", "itc": "acc", "attr": "ma"}
 
 
 def _active_weights(loss_weights: Mapping[str, float] | None) -> dict[str, float]:
@@ -37,10 +45,14 @@ def _active_weights(loss_weights: Mapping[str, float] | None) -> dict[str, float
 
 
 @keras.saving.register_keras_serializable(package="valpat_keras")
-class ValPatPretrainer(keras.Model):
+class ValPatPretrainer(TaskContract, keras.Model):
     """VAL-PAT pretraining: a `ValPatBackbone` plus the heads and state of three objectives.
 
-    A keras-hub-style task (Bao et al. 2023): the image encoder learns from
+    A keras-hub-style task (Bao et al. 2023) following the `TaskContract` of every VAL-PAT
+    task (``compile(optimizer="auto")``, `task_loss`, trackers), but a subclassed
+    `keras.Model` rather than a functional `keras_hub.models.Task`: its train step mutates
+    state (the momentum encoder's EMA in ``call``, the queue of negative keys in the loss).
+    The image encoder learns from
 
     1. ``ssl``: MoCo image-image contrast. Query: image encoder -> projection head ->
        predictor head on ``view1``. Key: a momentum copy of the encoder and projection
@@ -153,11 +165,9 @@ class ValPatPretrainer(keras.Model):
                     variable.trainable = False
 
         # === Metrics (fit logs) ===
-        self.trackers = {}
-        for name, metric in (("ssl", "acc"), ("itc", "acc"), ("attr", "ma")):
-            if name in weights:
-                self.trackers[f"{name}_loss"] = keras.metrics.Mean(name=f"{name}_loss")
-                self.trackers[f"{name}_{metric}"] = keras.metrics.Mean(name=f"{name}_{metric}")
+        self.make_trackers(f"{name}_{kind}" for name in OBJECTIVES if name in weights
+                           for kind in ("loss", _METRIC_NAMES[name]))
+        self.default_learning_rate, self.default_weight_decay = 1e-3, 1e-4
         self.built = True
 
     def _build_momentum_encoder(self):
@@ -190,8 +200,8 @@ class ValPatPretrainer(keras.Model):
                                         initializer="zeros", trainable=False)
         if self.queue_size:
             rng = np.random.default_rng(0)
-            queue = rng.normal(size=(self.queue_size, self.ssl_dim)).astype("float32")
-            queue /= np.linalg.norm(queue, axis=1, keepdims=True)
+            queue = l2_normalize_np(
+                rng.normal(size=(self.queue_size, self.ssl_dim)).astype("float32"), axis=1)
             self.queue = self.add_weight(
                 name="queue", shape=(self.queue_size, self.ssl_dim), dtype="float32",
                 initializer=keras.initializers.Constant(queue), trainable=False)
@@ -224,9 +234,7 @@ class ValPatPretrainer(keras.Model):
 
     def enqueue(self, keys):
         """Writes a batch of keys (L2-normalised) at the queue pointer and advances it (wraps)."""
-        keys = ops.cast(ops.stop_gradient(ops.convert_to_tensor(keys)), "float32")
-        keys = keys / ops.sqrt(ops.maximum(ops.sum(ops.square(keys), axis=-1, keepdims=True),
-                                           1e-12))
+        keys = l2_normalize(ops.stop_gradient(ops.convert_to_tensor(keys)))
         batch = keys.shape[0]
         if batch is not None and self.queue_size % batch:
             raise ValueError(
@@ -287,42 +295,41 @@ class ValPatPretrainer(keras.Model):
                                batch_mean_accuracy(labels, logits))
         return results
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    def task_loss(self, x, y, y_pred, training: bool):
         """Weighted sum of the active objectives; updates the queue when training."""
         total = ops.convert_to_tensor(0.0, "float32")
-        metric_names = {"ssl": "ssl_acc", "itc": "itc_acc", "attr": "attr_ma"}
         for name, (loss, accuracy) in self.compute_objectives(x, y_pred).items():
             total = total + self.loss_weights[name] * loss
-            self.trackers[f"{name}_loss"].update_state(loss)
-            self.trackers[metric_names[name]].update_state(accuracy)
+            self.track(f"{name}_loss", loss)
+            self.track(f"{name}_{_METRIC_NAMES[name]}", accuracy)
         if training and "ssl" in self.loss_weights and self.queue_size:
             # After the loss: this step's keys are negatives only from the next step on.
             self.enqueue(y_pred["ssl_key"])
         return total
+
+    def default_optimizer(self) -> keras.optimizers.Optimizer:
+        """``AdamW`` with the ``learning_rate`` and ``weight_decay`` given to `compile`."""
+        return keras.optimizers.AdamW(learning_rate=self.default_learning_rate,
+                                      weight_decay=self.default_weight_decay)
 
     def compile(self, optimizer="auto", learning_rate: float = 1e-3,
                 weight_decay: float = 1e-4, **kwargs):
         """Compiles with defaults for pretraining.
 
         Args:
-            optimizer: ``"auto"`` gives ``AdamW(learning_rate, weight_decay)``; otherwise any
-                Keras optimizer (name or instance).
+            optimizer: ``"auto"`` gives ``AdamW(learning_rate, weight_decay)``
+                (`default_optimizer`); otherwise any Keras optimizer (name or instance).
             learning_rate: Learning rate of the default optimizer.
             weight_decay: Weight decay of the default optimizer.
-            **kwargs: Passed to `keras.Model.compile` (e.g. ``jit_compile``).
+            **kwargs: Passed to `TaskContract.compile` (``metrics``, ``jit_compile``, ...;
+                a ``loss`` other than ``"auto"`` / ``None`` raises).
         """
-        if optimizer == "auto":
-            optimizer = keras.optimizers.AdamW(learning_rate=learning_rate,
-                                               weight_decay=weight_decay)
+        self.default_learning_rate = float(learning_rate)
+        self.default_weight_decay = float(weight_decay)
         super().compile(optimizer=optimizer, **kwargs)
         # Build the optimiser state now so `load_weights` (BackupAndRestore) restores it on
         # every backend instead of skipping variables that do not exist yet.
         self.optimizer.build(self.trainable_variables)
-
-    def compile_from_config(self, config):
-        # Loading a `.keras` file: recompile with the saved optimizer (whose state is then
-        # restored), which Keras skips for models that override `compile`.
-        self.compile(**keras.saving.deserialize_keras_object(config))
 
     def get_config(self):
         config = super().get_config()

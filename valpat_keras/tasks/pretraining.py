@@ -1,44 +1,65 @@
 """`pretrain`: VAL-PAT pretraining from data to a run directory (what `valpat pretrain` runs).
 
+`pretrain(data, out_dir, PretrainConfig(...))` reads as its steps: load the data
+(`load_pretrain_data`), plan the run from the data size (`plan_pretraining`), build the
+tokenizer, the input pipeline and the task (`build_pretrainer`), fit (`fit_pretrainer`) and
+write the run folder (`valpat_keras.run_outputs.write_pretraining_run`). Old keyword calls
+(``pretrain(data, out, config="tiny", steps=600)``) still work for one release, with a
+`DeprecationWarning`.
+
 The run directory holds everything the transfer tasks and a resumed run need:
 
 ```
-RUN_DIR/config.json        the run's arguments
+RUN_DIR/config.json        the run's settings (`PretrainConfig` plus what was derived)
 RUN_DIR/history.json       per-epoch value of every logged loss and metric
 RUN_DIR/loss_curves.png    the losses and accuracies per epoch
 RUN_DIR/pretrainer.keras   the whole ValPatPretrainer (momentum encoder and queue included)
 RUN_DIR/image_encoder/     keras-hub preset of the image encoder (`load_image_encoder`)
 RUN_DIR/backbone/          keras-hub preset of the ValPatBackbone (`load_backbone`)
 RUN_DIR/backbone/tokenizer/  the caption tokenizer
-RUN_DIR/checkpoints/       BackupAndRestore state while a run is unfinished
+RUN_DIR/checkpoints/       step checkpoints while a run is unfinished (`StepCheckpoint`)
 ```
+
+A run directory with checkpoints resumes exactly: weights, optimiser, momentum encoder,
+queue, the epoch's running metrics, the data order and the augmentation stream continue
+from the last checkpoint (written every ``checkpoint_every_steps`` steps, by default every
+10 minutes, and at each epoch end), and ``history.json`` holds every epoch.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import math
+import shutil
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 
+from valpat_keras import datasets
+from valpat_keras.data.pipelines import pretrain_dataset
 from valpat_keras.data.records import PretrainDataset
+from valpat_keras.data.synthped import SynthPedConfig, ensure_synthped
+from valpat_keras.data.tokenizer import CaptionTokenizer
 from valpat_keras.errors import InputError, NonFiniteLossError
-from valpat_keras.run_outputs import write_json
+from valpat_keras.losses.attribute import positive_ratios
+from valpat_keras.models import ValPatBackbone, build_image_encoder, build_text_encoder
+from valpat_keras.run_outputs import plot_history, write_history, write_json, write_pretraining_run
+from valpat_keras.tasks.callbacks import TerminateOnNonFiniteLoss
+from valpat_keras.tasks.checkpointing import DEFAULT_EVERY_SECONDS, StepCheckpoint, fit_resumable
+from valpat_keras.tasks.pretrain_config import PRETRAIN_CONFIGS, RENAMED, PretrainConfig
+from valpat_keras.tasks.pretrainer import ValPatPretrainer
+from valpat_keras.tasks.run_config import resolve_run_config
 
-#: Named pretraining configurations: encoder sizes, head widths and default sizes.
-PRETRAIN_CONFIGS: dict[str, dict[str, Any]] = {
-    "tiny": {"image": "tiny", "text": "tiny", "embedding_dim": 128, "ssl_dim": 128,
-             "ssl_hidden_dim": 512, "queue_size": 4096, "image_size": (128, 64)},
-    "resnet50": {"image": "resnet50", "text": "base", "embedding_dim": 256, "ssl_dim": 256,
-                 "ssl_hidden_dim": 2048, "queue_size": 65536, "image_size": (256, 128)},
-    "vit": {"image": "vit_small", "text": "base", "embedding_dim": 256, "ssl_dim": 256,
-            "ssl_hidden_dim": 2048, "queue_size": 65536, "image_size": (256, 128)},
-}
+__all__ = ["PRETRAIN_CONFIGS", "PretrainConfig", "PretrainPlan", "StopAtStep",
+           "build_pretrainer", "default_momentum", "default_queue_size", "fit_pretrainer",
+           "load_pretrain_data", "plan_pretraining", "plot_history", "pretrain",
+           "run_config_of"]
 
 
 def load_pretrain_data(data: PretrainDataset | str | Path | None, out_dir: Path,
@@ -48,10 +69,10 @@ def load_pretrain_data(data: PretrainDataset | str | Path | None, out_dir: Path,
     Args:
         data: A dataset; a manifest file or a folder with ``manifest.jsonl``
             (``luperson_ta`` loader); a SynthPed output folder (its ``pretrain/``); a folder
-            of images (``image_folder``: no captions, no attributes); or ``None``: generate
-            SynthPed (``synthped_preset``) into ``out_dir/synthped``. Files read from a
-            path have every image decoded (once, cached): unreadable ones are dropped and
-            reported.
+            of images (``image_folder``: no captions, no attributes); or ``None``: SynthPed
+            (``synthped_preset``) in ``out_dir/synthped``, generated unless already written
+            with the same config (`ensure_synthped`). Files read from a path have every
+            image decoded (once, cached): unreadable ones are dropped and reported.
         out_dir: The run directory.
         synthped_preset: SynthPed size generated when ``data`` is None.
         seed: SynthPed seed.
@@ -59,17 +80,15 @@ def load_pretrain_data(data: PretrainDataset | str | Path | None, out_dir: Path,
     Returns:
         The pretraining records.
     """
-    from valpat_keras import datasets
-
     if isinstance(data, PretrainDataset):
         return data
     if data is None:
-        from valpat_keras.data.synthped import SynthPedConfig, write_synthped
-
         root = Path(out_dir) / "synthped"
-        print(f"No --data: generating SynthPed ({synthped_preset}) in {root}")
-        write_synthped(root, SynthPedConfig.preset(synthped_preset, seed=seed))
-        return datasets.load("luperson_ta", str(root / "pretrain" / "manifest.jsonl"))
+        info = ensure_synthped(
+            root, SynthPedConfig.preset(synthped_preset, seed=seed),
+            progress=lambda _: print(f"No --data: generating SynthPed ({synthped_preset}) "
+                                     f"in {root}"))
+        return datasets.load("luperson_ta", str(info.paths["pretrain_manifest"]))
     path = Path(data)
     if (path / "pretrain" / "manifest.jsonl").is_file():
         path = path / "pretrain"
@@ -89,7 +108,7 @@ def _attribute_matrix(dataset: PretrainDataset) -> np.ndarray | None:
                      for r in dataset.records]).astype("float32")
 
 
-def _resolve_objectives(objectives: Sequence[str], loss_weights: Mapping[str, float] | None,
+def _resolve_objectives(objectives: tuple[str, ...], loss_weights: Mapping[str, float] | None,
                         dataset: PretrainDataset) -> dict[str, float]:
     weights = {name: float((loss_weights or {}).get(name, 1.0)) for name in objectives}
     has_captions = any(r.captions for r in dataset.records)
@@ -98,7 +117,7 @@ def _resolve_objectives(objectives: Sequence[str], loss_weights: Mapping[str, fl
                                   ("attr", has_attributes, "attribute labels")):
         if weights.get(name) and not available:
             warnings.warn(f"{dataset.name} ({dataset.root}) has no {what}: the '{name}' "
-                          "objective is switched off.", UserWarning, stacklevel=3)
+                          "objective is switched off.", UserWarning, stacklevel=4)
             weights.pop(name)
     weights = {k: v for k, v in weights.items() if v}
     if not weights:
@@ -162,228 +181,271 @@ class StopAtStep(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def plot_history(history: Mapping[str, Sequence[float]], path: str | Path) -> Path:
-    """Draws the per-epoch losses (left) and accuracies (right) of a pretraining run.
+@dataclasses.dataclass
+class PretrainPlan:
+    """What a `PretrainConfig` means for one dataset: objectives, run length, queue, momentum.
+
+    Attributes:
+        weights: The active objectives and their loss weights.
+        steps_per_epoch: Optimiser steps per logged epoch.
+        num_epochs: Logged epochs.
+        total_steps: Optimiser steps of the whole run.
+        queue_size: The MoCo queue length (a multiple of the batch size, or 0).
+        momentum: The key encoder's EMA momentum.
+        image_size: (height, width) of the inputs.
+    """
+
+    weights: dict[str, float]
+    steps_per_epoch: int
+    num_epochs: int
+    total_steps: int
+    queue_size: int
+    momentum: float
+    image_size: tuple[int, int]
+
+
+def _check_enough_images(dataset: PretrainDataset, batch_size: int) -> None:
+    if not dataset.records:
+        dropped = sum(dataset.skipped.values())
+        raise InputError(f"{dataset.root}: no images to pretrain on"
+                         + (f" ({dropped} dropped: see the summary)" if dropped else "")
+                         + f"; expected at least one batch ({batch_size}) of readable images")
+    if len(dataset.records) // batch_size == 0:
+        raise InputError(f"{dataset.name} ({dataset.root}) has {len(dataset.records)} images, "
+                         f"fewer than one batch of {batch_size}; lower the batch size "
+                         "(--batch-size).")
+
+
+def plan_pretraining(dataset: PretrainDataset, config: PretrainConfig) -> PretrainPlan:
+    """Resolves the data-dependent settings of a run (see `PretrainPlan`).
+
+    Raises:
+        InputError: No images, fewer than one batch, or no objective the data supports.
+    """
+    weights = _resolve_objectives(config.objectives, config.loss_weights, dataset)
+    batch_size = int(config.batch_size)
+    _check_enough_images(dataset, batch_size)
+    num_batches = len(dataset.records) // batch_size
+    if config.steps is not None:
+        steps_per_epoch = min(int(config.steps), num_batches)
+        num_epochs = math.ceil(int(config.steps) / steps_per_epoch)
+        total_steps = int(config.steps)
+    else:
+        steps_per_epoch, num_epochs = num_batches, int(config.epochs or 1)
+        total_steps = num_epochs * num_batches
+    queue_size = config.queue_size
+    if queue_size is None:
+        queue_size = default_queue_size(len(dataset.records), batch_size,
+                                        config.preset["queue_size"])
+    momentum = (default_momentum(total_steps) if config.momentum is None
+                else float(config.momentum))
+    return PretrainPlan(weights=weights, steps_per_epoch=steps_per_epoch,
+                        num_epochs=num_epochs, total_steps=total_steps,
+                        queue_size=int(queue_size), momentum=momentum,
+                        image_size=config.resolved_image_size)
+
+
+def _run_record(data, config: PretrainConfig, plan: PretrainPlan) -> dict[str, Any]:
+    """The ``config.json`` of a run: its settings with the derived queue and momentum."""
+    return {
+        "data": None if data is None else str(getattr(data, "root", data)),
+        "config": config.encoder_config, "objectives": list(config.objectives),
+        "loss_weights": dict(config.loss_weights or {}), "epochs": config.epochs,
+        "steps": config.steps, "batch_size": config.batch_size,
+        "image_size": list(plan.image_size), "seed": config.seed,
+        "queue_size": plan.queue_size, "learning_rate": config.learning_rate,
+        "mixed_precision": config.mixed_precision, "momentum": plan.momentum,
+        "momentum_schedule": config.momentum_schedule,
+        "vocabulary_size": config.vocabulary_size, "sequence_length": config.sequence_length,
+        "augment": config.augment, "backend": keras.backend.backend(),
+    }
+
+
+def _make_tokenizer(dataset: PretrainDataset, config: PretrainConfig) -> CaptionTokenizer | None:
+    """The caption tokenizer learnt from the training captions (None without captions)."""
+    captions = [c for r in dataset.records for c in r.captions]
+    if not captions:
+        return None
+    return CaptionTokenizer.from_captions(captions, vocabulary_size=config.vocabulary_size,
+                                          sequence_length=config.sequence_length)
+
+
+def _make_pipeline(dataset: PretrainDataset, config: PretrainConfig, plan: PretrainPlan,
+                   tokenizer: CaptionTokenizer | None, start_step: int = 0):
+    """The endless `pretrain_dataset` stream (pass after pass) from batch ``start_step`` on.
+
+    Batch ``n`` is the same whatever ``start_step`` is, and the same as batch ``n`` of the
+    one-pass pipeline repeated, so a resumed run sees the batches an uninterrupted one does.
+    """
+    labels = _attribute_matrix(dataset)
+    return pretrain_dataset(
+        dataset.records, image_size=plan.image_size, batch_size=config.batch_size,
+        tokenizer=tokenizer if "itc" in plan.weights else None, seed=config.seed,
+        augment=config.augment, shuffle=True, drop_remainder=True,
+        num_attributes=None if labels is None else labels.shape[1], start_step=start_step)
+
+
+def build_pretrainer(dataset: PretrainDataset, config: PretrainConfig, plan: PretrainPlan,
+                     tokenizer: CaptionTokenizer | None) -> ValPatPretrainer:
+    """The `ValPatBackbone` and compiled `ValPatPretrainer` of a run (seeded first).
 
     Args:
-        history: ``History.history``-like mapping of metric name to per-epoch values.
-        path: The PNG file to write.
+        dataset: The pretraining records (attribute names and positive ratios).
+        config: The run's settings.
+        plan: Its data-dependent settings.
+        tokenizer: The caption tokenizer (its vocabulary sizes the text encoder).
 
     Returns:
-        The path written.
+        The pretrainer, compiled with AdamW at ``config.learning_rate``.
     """
-    # A bare Figure (no pyplot) leaves the caller's matplotlib backend alone, e.g. in Jupyter.
-    from matplotlib.figure import Figure
+    keras.utils.set_random_seed(config.seed)
+    preset = config.preset
+    backbone = ValPatBackbone(
+        build_image_encoder(preset["image"], image_size=plan.image_size),
+        build_text_encoder(preset["text"],
+                           vocabulary_size=tokenizer.vocabulary_size if tokenizer else 8,
+                           sequence_length=config.sequence_length),
+        embedding_dim=preset["embedding_dim"])
+    labels = _attribute_matrix(dataset)
+    model = ValPatPretrainer(
+        backbone, num_attributes=0 if labels is None else labels.shape[1],
+        attribute_names=dataset.attribute_names,
+        positive_ratios=None if labels is None else positive_ratios(labels).tolist(),
+        loss_weights=plan.weights, ssl_dim=preset["ssl_dim"],
+        ssl_hidden_dim=preset["ssl_hidden_dim"], queue_size=plan.queue_size,
+        momentum=plan.momentum,
+        momentum_schedule_steps=plan.total_steps if config.momentum_schedule else 0)
+    model.compile(learning_rate=config.learning_rate)
+    return model
 
-    fig = Figure(figsize=(10, 4))
-    ax_loss, ax_acc = fig.subplots(1, 2)
-    for name, values in history.items():
-        axis = ax_loss if name.endswith("loss") else ax_acc
-        epochs = np.arange(1, len(values) + 1)
-        axis.plot(epochs, values, marker="o", label=name)
-    ax_loss.set(title="losses", xlabel="epoch")
-    ax_acc.set(title="top-1 accuracy / attribute mA", xlabel="epoch", ylim=(0, 1))
-    for axis in (ax_loss, ax_acc):
-        if axis.lines:
-            axis.legend()
-        axis.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    return path
+
+def _checkpoint_signature(dataset: PretrainDataset, config: PretrainConfig,
+                          plan: PretrainPlan) -> dict[str, Any]:
+    """What a resumed run must share with the interrupted one (data size, settings, plan)."""
+    settings = {k: v for k, v in config.cache_fields().items()
+                if k != "checkpoint_every_steps"}  # may change between the two runs
+    return {"images": len(dataset.records), "config": settings,
+            "steps_per_epoch": plan.steps_per_epoch, "num_epochs": plan.num_epochs,
+            "total_steps": plan.total_steps, "backend": keras.backend.backend()}
+
+
+def fit_pretrainer(model: ValPatPretrainer, train_data, dataset: PretrainDataset,
+                   config: PretrainConfig, plan: PretrainPlan, out_dir: Path,
+                   keep_checkpoints: bool = False) -> keras.callbacks.History:
+    """Fits with step checkpoints in ``out_dir/checkpoints`` (resumed) and writes ``history.json``.
+
+    Args:
+        model: The compiled pretrainer (`build_pretrainer`).
+        train_data: ``step -> dataset``: the input stream from global step ``step`` on
+            (`_make_pipeline`), for an exact resume; or a dataset, used as is (a resumed run
+            then restarts its data order).
+        dataset: The pretraining records.
+        config: The run's settings (``checkpoint_every_steps``: the interval).
+        plan: Its data-dependent settings.
+        out_dir: The run directory.
+        keep_checkpoints: Keep ``out_dir/checkpoints`` once training is complete (`pretrain`
+            deletes it after writing the run folder).
+
+    Returns:
+        The history of every epoch of the run (those before a resume included).
+
+    Raises:
+        InputError: An unreadable checkpoint folder left by an earlier run (the message
+            names the file), or checkpoints of a run with other settings.
+        NonFiniteLossError: The loss became NaN/inf (after ``history.json`` is written).
+    """
+    folder = out_dir / "checkpoints"
+    checkpoint = StepCheckpoint(folder, every_steps=config.checkpoint_every_steps,
+                                every_seconds=DEFAULT_EVERY_SECONDS,
+                                signature=_checkpoint_signature(dataset, config, plan))
+    nan_guard = TerminateOnNonFiniteLoss()
+    callbacks = [nan_guard]
+    if config.steps is not None:
+        callbacks.append(StopAtStep(plan.total_steps))
+    if config.verbose:
+        print(f"{dataset.summary()}\nobjectives {plan.weights}, {plan.num_epochs} epoch(s) x "
+              f"{plan.steps_per_epoch} steps, batch {config.batch_size}, images "
+              f"{plan.image_size}, backend {keras.backend.backend()}")
+    make_data: Callable[[int], Any] = train_data if callable(train_data) \
+        else (lambda step: train_data)
+    history = fit_resumable(model, make_data, epochs=plan.num_epochs,
+                            steps_per_epoch=plan.steps_per_epoch, checkpoint=checkpoint,
+                            callbacks=callbacks, verbose=config.verbose,
+                            total_steps=plan.total_steps)
+    write_history(out_dir / "history.json", history.history)
+    if nan_guard.message:
+        raise NonFiniteLossError(nan_guard.message)
+    if not keep_checkpoints:
+        shutil.rmtree(folder, ignore_errors=True)
+    return history
+
+
+@contextlib.contextmanager
+def _global_policy(name: str | None) -> Iterator[None]:
+    """Sets the global dtype policy (when ``name`` is given) and restores the previous one."""
+    previous = keras.mixed_precision.dtype_policy()
+    if name:
+        keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def pretrain(data: PretrainDataset | str | Path | None, out_dir: str | Path,
-             config: str = "tiny", objectives: Sequence[str] = ("ssl", "itc", "attr"),
-             loss_weights: Mapping[str, float] | None = None, epochs: int | None = None,
-             steps: int | None = None, batch_size: int = 32,
-             image_size: tuple[int, int] | None = None, seed: int = 0,
-             queue_size: int | None = None, learning_rate: float = 1e-3,
-             mixed_precision: str | None = None, momentum: float | None = None,
-             momentum_schedule: bool = False, vocabulary_size: int = 2000,
-             sequence_length: int = 32, augment: bool | str = "reid",
-             synthped_preset: str = "small",
-             verbose: int | str = 1):
+             config: PretrainConfig | None = None, **legacy: Any) -> keras.callbacks.History:
     """Pretrains a VAL-PAT backbone and writes the run directory (see the module docstring).
 
     Builds the caption tokenizer from the training captions, the tf.data pipeline
     (`pretrain_dataset`: two augmented views, one caption per image, attributes), the
     `ValPatBackbone` and `ValPatPretrainer`, and fits with a progress bar. A run directory
-    with checkpoints from an interrupted run resumes where it stopped (BackupAndRestore:
-    weights, optimiser, momentum encoder and queue).
+    with checkpoints from an interrupted run resumes exactly where it stopped
+    (`StepCheckpoint`: weights, optimiser, momentum encoder, queue, the epoch's metrics, the
+    input position; "resuming at step N" is printed); ``history.json`` and the loss plot
+    hold every epoch.
 
     Args:
         data: See `load_pretrain_data` (None: SynthPed generated on the fly).
         out_dir: The run directory (created).
-        config: ``"tiny"``, ``"resnet50"`` or ``"vit"`` (see `PRETRAIN_CONFIGS`).
-        objectives: Objectives to train among ``ssl``, ``itc``, ``attr``; ones the data
-            cannot support (no captions / attributes) are switched off with a warning.
-        loss_weights: Weight per objective (default 1; 0 switches it off).
-        epochs: Passes over the data (default 1 when ``steps`` is not given either).
-        steps: Optimiser steps instead of epochs (exact; logged in epochs of one pass).
-        batch_size: Images per step; must divide the queue size.
-        image_size: (height, width); the config's default when None.
-        seed: Seed of SynthPed, shuffling, augmentation and weight initialisation.
-        queue_size: MoCo queue length; None: the config's, capped at a quarter of the
-            images (`default_queue_size`); 0: in-batch negatives only.
-        learning_rate: AdamW learning rate.
-        mixed_precision: None, ``"mixed_bfloat16"`` or ``"mixed_float16"`` (global policy
-            during the run; losses stay float32).
-        momentum: Key encoder EMA momentum; None picks it from the run length
-            (`default_momentum`: 0.99 for a few hundred steps, up to 0.999).
-        momentum_schedule: Raise the momentum to 1 along a half cosine over the run.
-        vocabulary_size: Upper bound of the WordPiece vocabulary.
-        sequence_length: Caption length in tokens.
-        augment: The two views' augmentation: ``"reid"`` (crop and flip:
-            `reid_ssl_view_augment`, which keeps clothing colour), ``"moco_v2"`` or
-            True (MoCo v2's, with hue, saturation, grayscale and blur), False (plain resized
-            images).
-        synthped_preset: SynthPed size when ``data`` is None.
-        verbose: Keras ``fit`` verbosity (1: progress bar with ETA).
+        config: The run's settings (`PretrainConfig`; its defaults when None).
+        **legacy: Deprecated: the old keyword arguments (``config="tiny"``, ``steps=...``,
+            ...), one `PretrainConfig` field each (``config`` is ``encoder_config``); they override
+            ``config`` and warn (`DeprecationWarning`). A string ``config`` is the old
+            ``config=`` keyword.
 
     Returns:
         The `keras.callbacks.History` of the run.
 
     Raises:
-        InputError: Unknown config, a batch size that does not divide the queue, no images
+        InputError: Unknown encoder config, a batch size that does not divide the queue, no images
             or too few for one batch, no objective the data supports, or an unreadable
             checkpoint left by an earlier run (a `ValueError`).
         NonFiniteLossError: The loss became NaN/inf (a `FloatingPointError`; the message
             names the loss term and the step). ``history.json`` holds the epochs so far,
             the non-finite values written as null.
     """
-    from valpat_keras.data.pipelines import pretrain_dataset
-    from valpat_keras.data.tokenizer import CaptionTokenizer
-    from valpat_keras.losses.attribute import positive_ratios
-    from valpat_keras.models import ValPatBackbone, build_image_encoder, build_text_encoder
-    from valpat_keras.models.init import BACKBONE_DIR, IMAGE_ENCODER_DIR, TOKENIZER_DIR
-    from valpat_keras.tasks.callbacks import TerminateOnNonFiniteLoss
-    from valpat_keras.tasks.pretrainer import ValPatPretrainer
-
-    if config not in PRETRAIN_CONFIGS:
-        raise InputError(f"Unknown pretraining config {config!r}; choose one of "
-                         f"{sorted(PRETRAIN_CONFIGS)}")
-    if epochs is not None and steps is not None:
-        raise InputError("Give epochs or steps, not both.")
-    for name, value in (("batch_size", batch_size), ("epochs", epochs), ("steps", steps)):
-        if value is not None and int(value) <= 0:
-            raise InputError(f"{name} must be a positive integer, got {value}")
-    preset = PRETRAIN_CONFIGS[config]
-    image_size = tuple(image_size or preset["image_size"])
-    if queue_size is not None and int(queue_size) % batch_size:
-        raise InputError(f"The queue size ({queue_size}) must be a multiple of the batch size "
-                         f"({batch_size}): the queue is filled one batch at a time.")
+    if isinstance(config, str):  # the old `config="tiny"` keyword (or third positional)
+        legacy, config = {"config": config, **legacy}, None
+    config = resolve_run_config(PretrainConfig, config, legacy, "pretrain", renamed=RENAMED)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    dataset = load_pretrain_data(data, out_dir, synthped_preset=config.synthped_preset,
+                                 seed=config.seed)
+    plan = plan_pretraining(dataset, config)
+    write_json(out_dir / "config.json", _run_record(data, config, plan))
+    tokenizer = _make_tokenizer(dataset, config)
 
-    dataset = load_pretrain_data(data, out_dir, synthped_preset=synthped_preset, seed=seed)
-    weights = _resolve_objectives(objectives, loss_weights, dataset)
-    num_batches = len(dataset.records) // batch_size
-    if not dataset.records:
-        dropped = sum(dataset.skipped.values())
-        raise InputError(f"{dataset.root}: no images to pretrain on"
-                         + (f" ({dropped} dropped: see the summary)" if dropped else "")
-                         + f"; expected at least one batch ({batch_size}) of readable images")
-    if num_batches == 0:
-        raise InputError(f"{dataset.name} ({dataset.root}) has {len(dataset.records)} images, "
-                         f"fewer than one batch of {batch_size}; lower the batch size "
-                         "(--batch-size).")
-    if steps is not None:
-        steps_per_epoch = min(int(steps), num_batches)
-        num_epochs = math.ceil(int(steps) / steps_per_epoch)
-        total_steps = int(steps)
-    else:
-        steps_per_epoch, num_epochs = num_batches, int(epochs or 1)
-        total_steps = num_epochs * num_batches
-    if queue_size is None:
-        queue_size = default_queue_size(len(dataset.records), batch_size, preset["queue_size"])
-    queue_size = int(queue_size)
-    momentum = default_momentum(total_steps) if momentum is None else float(momentum)
-    run_config = {
-        "data": None if data is None else str(getattr(data, "root", data)), "config": config,
-        "objectives": list(objectives), "loss_weights": dict(loss_weights or {}),
-        "epochs": epochs, "steps": steps, "batch_size": batch_size,
-        "image_size": list(image_size), "seed": seed, "queue_size": queue_size,
-        "learning_rate": learning_rate, "mixed_precision": mixed_precision,
-        "momentum": momentum, "momentum_schedule": momentum_schedule,
-        "vocabulary_size": vocabulary_size, "sequence_length": sequence_length,
-        "augment": augment, "backend": keras.backend.backend(),
-    }
-    write_json(out_dir / "config.json", run_config)
-    captions = [c for r in dataset.records for c in r.captions]
-    tokenizer = (CaptionTokenizer.from_captions(captions, vocabulary_size=vocabulary_size,
-                                                sequence_length=sequence_length)
-                 if captions else None)
-    labels = _attribute_matrix(dataset)
-    num_attributes = 0 if labels is None else labels.shape[1]
-    train_data = pretrain_dataset(
-        dataset.records, image_size=image_size, batch_size=batch_size,
-        tokenizer=tokenizer if "itc" in weights else None, seed=seed, augment=augment,
-        shuffle=True, drop_remainder=True,
-        num_attributes=num_attributes or None)
+    def train_data(start_step: int):
+        return _make_pipeline(dataset, config, plan, tokenizer, start_step)
 
-    if steps is not None:
-        train_data = train_data.repeat()
-
-    previous_policy = keras.mixed_precision.dtype_policy()
-    if mixed_precision:
-        keras.mixed_precision.set_global_policy(mixed_precision)
-    try:
-        keras.utils.set_random_seed(seed)
-        backbone = ValPatBackbone(
-            build_image_encoder(preset["image"], image_size=image_size),
-            build_text_encoder(preset["text"],
-                               vocabulary_size=tokenizer.vocabulary_size if tokenizer else 8,
-                               sequence_length=sequence_length),
-            embedding_dim=preset["embedding_dim"])
-        model = ValPatPretrainer(
-            backbone, num_attributes=num_attributes,
-            attribute_names=dataset.attribute_names,
-            positive_ratios=None if labels is None else positive_ratios(labels).tolist(),
-            loss_weights=weights, ssl_dim=preset["ssl_dim"],
-            ssl_hidden_dim=preset["ssl_hidden_dim"], queue_size=queue_size,
-            momentum=momentum,
-            momentum_schedule_steps=total_steps if momentum_schedule else 0)
-        model.compile(learning_rate=learning_rate)
-        _check_checkpoint_metadata(out_dir / "checkpoints")
-        nan_guard = TerminateOnNonFiniteLoss()
-        callbacks = [keras.callbacks.BackupAndRestore(str(out_dir / "checkpoints")), nan_guard]
-        if steps is not None:
-            callbacks.append(StopAtStep(total_steps))
-        if verbose:
-            print(f"{dataset.summary()}\nobjectives {weights}, {num_epochs} epoch(s) x "
-                  f"{steps_per_epoch} steps, batch {batch_size}, images {image_size}, "
-                  f"backend {keras.backend.backend()}")
-        history = model.fit(train_data, epochs=num_epochs, steps_per_epoch=steps_per_epoch,
-                            callbacks=callbacks, verbose=verbose, shuffle=False)
-        values = {k: [float(v) for v in vs] for k, vs in history.history.items()}
-        write_json(out_dir / "history.json", values)
-        if nan_guard.message:
-            raise NonFiniteLossError(nan_guard.message)
-        plot_history(values, out_dir / "loss_curves.png")
-        model.save(str(out_dir / "pretrainer.keras"))
-        backbone.image_encoder.save_to_preset(str(out_dir / IMAGE_ENCODER_DIR))
-        backbone.save_to_preset(str(out_dir / BACKBONE_DIR))
-        if tokenizer is not None:
-            tokenizer.save_to_preset(out_dir / BACKBONE_DIR / TOKENIZER_DIR)
-    finally:
-        keras.mixed_precision.set_global_policy(previous_policy)
+    with _global_policy(config.mixed_precision):
+        model = build_pretrainer(dataset, config, plan, tokenizer)
+        history = fit_pretrainer(model, train_data, dataset, config, plan, out_dir,
+                                 keep_checkpoints=True)
+        write_pretraining_run(out_dir, model, tokenizer, history.history)
+    # Only now: a kill while the run folder was written resumes at the last step.
+    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     return history
-
-
-def _check_checkpoint_metadata(folder: Path) -> None:
-    # BackupAndRestore reads this file with a bare json.loads: a corrupt one (a kill while
-    # it was written) would fail inside fit without the file's name.
-    path = folder / "training_metadata.json"
-    if not path.is_file():
-        return
-    try:
-        json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"{path}: corrupt checkpoint metadata ({err}); expected the JSON "
-                         "written by an interrupted run. Delete the checkpoints folder to "
-                         "start over.") from None
-
 
 def run_config_of(out_dir: str | Path) -> dict:
     """The ``config.json`` of a run directory (the arguments it was started with)."""

@@ -3,7 +3,11 @@
 Supervised: BoT (`ReIDModel`, P x K batches, ID + triplet loss, warm-up and step or cosine
 learning rate). Unsupervised: Cluster Contrast (`ClusterContrastReID`, pseudo-labels from
 DBSCAN on the Jaccard distance every epoch). Both start from ``init``: random weights, a
-VAL-PAT pretraining run, a preset folder or a keras-hub preset name.
+VAL-PAT pretraining run, a preset folder or a keras-hub preset name. Everything but the data
+and the output folder is one `ReIDRunConfig` (loadable from a JSON / YAML recipe)::
+
+    train_reid(data, "runs/bot", ReIDRunConfig(init="runs/pretrain", epochs=120))
+    train_reid(data, "runs/bot", ReIDRunConfig.from_file("recipes/market_bot.yaml"))
 
 Model selection never looks at the test split: a few training identities are held out as a
 validation query / gallery (`split_reid_validation`), the epoch with the best validation mAP is
@@ -14,58 +18,84 @@ The run folder holds ``metrics.json`` (test rank-1/5/10, mAP, mINP; a ``rerank``
 with k-reciprocal re-ranking; the selection), ``history.json`` (one entry per epoch, with the
 validation ``val_rank1`` / ``val_mAP`` / ``val_mINP``), ``ranked_results.png``, the kept
 model ``reid_model.keras`` and its encoder as a keras-hub preset in ``image_encoder/``.
+
+`evaluate_reid_encoder` scores a trained or pretrained encoder without training (``valpat
+evaluate``); `load_reid_embedding` decides which model file an ``init`` folder provides.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
+import zipfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
 
 from valpat_keras.data.pipelines import reid_train_dataset
-from valpat_keras.data.records import ReIDDataset
+from valpat_keras.data.records import ReIDDataset, ReIDRecord, pids_of
 from valpat_keras.data.splits import split_reid_validation
 from valpat_keras.errors import InputError
 from valpat_keras.evaluation.callbacks import ReIDEvaluationCallback, ReIDEvaluator
-from valpat_keras.evaluation.distances import iter_distance_blocks, pairwise_distance
-from valpat_keras.evaluation.features import extract_features
-from valpat_keras.evaluation.plots import plot_ranked_results
-from valpat_keras.evaluation.reid_metrics import evaluate_reid_from_blocks
-from valpat_keras.evaluation.reranking import iter_re_ranking_blocks, re_ranking_from_features
+from valpat_keras.evaluation.distances import pairwise_distance
+from valpat_keras.evaluation.features import FeatureSet
+from valpat_keras.evaluation.plots import plot_cmc, plot_ranked_results
+from valpat_keras.evaluation.reranking import re_ranking_from_features
 from valpat_keras.models.init import load_image_encoder
+from valpat_keras.models.preprocessors import ImagePreprocessor
 from valpat_keras.run_outputs import write_json
+from valpat_keras.schedules import REID_LEARNING_RATE, WarmupLearningRate
 from valpat_keras.tasks.callbacks import TerminateOnNonFiniteLoss
 from valpat_keras.tasks.clustering import rho_for_identity_size
-from valpat_keras.tasks.reid import (
-    FreezeBackbone,
-    ReIDModel,
-    WarmupLearningRate,
-)
+from valpat_keras.tasks.reid import FreezeBackbone, ReIDModel
+from valpat_keras.tasks.run_config import RunConfig, resolve_run_config
+from valpat_keras.tasks.transfer_common import write_task_preset
 from valpat_keras.tasks.unsupervised_reid import ClusterContrastReID, fit_cluster_contrast
+
+__all__ = [
+    "MODEL_FILE", "ReIDEvaluationConfig", "ReIDRunConfig", "ReIDTrainingConfig",
+    "evaluate_reid_encoder", "evaluate_reid_model", "load_reid_embedding", "train_reid",
+]
 
 MODEL_FILE = "reid_model.keras"
 _METRIC_KEYS = ("rank1", "rank5", "rank10", "mAP", "mINP", "num_valid_queries")
+#: The keywords of the old ``train_reid(dataset, out_dir, init=..., ...)`` signature.
+_LEGACY_KEYWORDS = ("init", "config", "unsupervised", "epochs", "p", "k", "image_size", "seed",
+                    "rerank", "options")
 
 
 @dataclasses.dataclass
-class ReIDTrainingConfig:
-    """Hyper-parameters of `train_reid` beyond the common ones (defaults: BoT / Cluster Contrast).
+class ReIDRunConfig(RunConfig):
+    """Everything `train_reid` runs with but the data and the output folder.
+
+    Defaults: BoT (supervised) / Cluster Contrast (unsupervised) hyper-parameters.
 
     Attributes:
+        init: ``"random"``, a VAL-PAT pretraining run folder, a preset folder or a keras-hub
+            preset name (see `load_image_encoder`).
+        encoder_config: Encoder configuration for ``init="random"`` (``"tiny"``,
+            ``"resnet50"``, ...); the old ``train_reid(config=...)``.
+        unsupervised: Cluster Contrast instead of supervised BoT.
+        epochs: Training epochs (clustering rounds when unsupervised).
+        p: Identities (clusters) per batch.
+        k: Images per identity.
+        image_size: ``(height, width)`` of the inputs.
+        seed: Seeds the weights, the sampler, the augmentation and the validation split.
+        rerank: Also report k-reciprocal re-ranked scores (``metrics["rerank"]``).
         learning_rate: Peak Adam learning rate.
         lr_schedule: ``"step"`` (x0.1 at 40 % and 70 % of training) or ``"cosine"``.
         warmup_epochs: Linear warm-up epochs (supervised); None = 10 % of the epochs.
         freeze_backbone_epochs: Epochs training only the BNNeck and classifier (supervised).
         label_smoothing: Identity-loss smoothing.
         triplet_margin: Triplet margin (None = soft margin).
-        validation_fraction: Share of the training identities held out (seeded by
-            `train_reid`'s ``seed``) as a validation query / gallery on which the best epoch
-            is chosen, in ``[0, 1)``; see `split_reid_validation`. 0 trains on every
-            identity, evaluates nothing during training and keeps the last epoch (as BoT
-            does on real data).
+        validation_fraction: Share of the training identities held out (seeded by ``seed``)
+            as a validation query / gallery on which the best epoch is chosen, in ``[0, 1)``;
+            see `split_reid_validation`. 0 trains on every identity, evaluates nothing during
+            training and keeps the last epoch (as BoT does on real data).
         eval_every: Evaluate on the validation split (and keep the best model) every this
             many epochs.
         eval_batch_size: Images per forward pass when extracting features.
@@ -85,7 +115,16 @@ class ReIDTrainingConfig:
         verbose: Keras ``fit`` verbosity.
     """
 
-    learning_rate: float = 3.5e-4
+    init: str = "random"
+    encoder_config: str = "tiny"
+    unsupervised: bool = False
+    epochs: int = 10
+    p: int = 16
+    k: int = 4
+    image_size: tuple[int, int] = (256, 128)
+    seed: int = 0
+    rerank: bool = False
+    learning_rate: float = REID_LEARNING_RATE
     lr_schedule: str = "step"
     warmup_epochs: int | None = None
     freeze_backbone_epochs: int = 0
@@ -105,6 +144,38 @@ class ReIDTrainingConfig:
     steps_per_epoch: int | None = None
     augment: bool = True
     verbose: int = 1
+
+
+#: The old name of `ReIDRunConfig` (its hyper-parameter fields are unchanged).
+ReIDTrainingConfig = ReIDRunConfig
+
+
+@dataclasses.dataclass
+class ReIDEvaluationConfig(RunConfig):
+    """What `evaluate_reid_encoder` (``valpat evaluate``) scores, and how.
+
+    Attributes:
+        init: A `valpat reid` run folder, a pretraining run or preset folder, a keras-hub
+            preset name or ``"random"`` (see `load_reid_embedding`).
+        encoder_config: Encoder configuration for ``init="random"``.
+        image_size: ``(height, width)`` the images are resized to.
+        batch_size: Images per forward pass.
+        rerank: Also score k-reciprocal re-ranked distances.
+    """
+
+    init: str = "random"
+    encoder_config: str = "tiny"
+    image_size: tuple[int, int] = (256, 128)
+    batch_size: int = 64
+    rerank: bool = False
+
+
+class _Splits(NamedTuple):
+    """The training records and the validation query / gallery held out of them."""
+
+    train: list[ReIDRecord]
+    val_query: list[ReIDRecord]
+    val_gallery: list[ReIDRecord]
 
 
 class _EpochLog(keras.callbacks.Callback):
@@ -133,15 +204,42 @@ class _KeepBest(keras.callbacks.Callback):
             self.model.save(self.path)
 
 
-def _schedule(config: ReIDTrainingConfig, epochs: int, steps: int,
-              warmup: bool) -> WarmupLearningRate:
-    total = epochs * steps
+def _num_ids(records) -> int:
+    return int(np.unique(pids_of(records)).size)
+
+
+def _schedule(config: ReIDRunConfig, steps: int, warmup: bool) -> WarmupLearningRate:
+    total = config.epochs * steps
     warmup_epochs = config.warmup_epochs
     if warmup_epochs is None:
-        warmup_epochs = max(0, round(0.1 * epochs)) if warmup else 0
+        warmup_epochs = max(0, round(0.1 * config.epochs)) if warmup else 0
     return WarmupLearningRate(
         config.learning_rate, warmup_steps=warmup_epochs * steps, total_steps=total,
         mode=config.lr_schedule, milestones=(round(0.4 * total), round(0.7 * total)))
+
+
+# --- Evaluation -----------------------------------------------------------------------------
+
+
+def _headline(result: Mapping) -> dict:
+    """The JSON-ready scores of one ranking: the metrics and the first 20 CMC values."""
+    out = {key: float(result[key]) for key in _METRIC_KEYS}
+    out["num_valid_queries"] = int(result["num_valid_queries"])
+    out["cmc"] = [float(v) for v in np.asarray(result["cmc"])[:20]]
+    return out
+
+
+def _plot_first_queries(query: FeatureSet, gallery: FeatureSet, rerank: bool,
+                        path: str | Path) -> None:
+    shown = min(len(query), 6)
+    if rerank:
+        distmat = re_ranking_from_features(query.features, gallery.features,
+                                           metric="cosine")[:shown]
+    else:
+        distmat = pairwise_distance(query.features[:shown], gallery.features, "cosine")
+    plot_ranked_results(query.paths[:shown], gallery.paths, distmat, query.pids[:shown],
+                        gallery.pids, query.camids[:shown], gallery.camids, num_queries=shown,
+                        topk=min(10, len(gallery)), path=str(path))
 
 
 def evaluate_reid_model(model, dataset: ReIDDataset, image_size: tuple[int, int],
@@ -150,7 +248,7 @@ def evaluate_reid_model(model, dataset: ReIDDataset, image_size: tuple[int, int]
     """Scores an embedding model on a dataset's query / gallery split.
 
     Cosine distance between flip-averaged, L2-normalised embeddings, the Market-1501
-    protocol, computed blockwise so memory does not grow with Q x G.
+    protocol, computed blockwise so memory does not grow with Q x G (`ReIDEvaluator`).
 
     Args:
         model: Maps float32 images in [0, 1] to embeddings (e.g. `ReIDModel.embedding_model`
@@ -165,40 +263,230 @@ def evaluate_reid_model(model, dataset: ReIDDataset, image_size: tuple[int, int]
         ``rank1``, ``rank5``, ``rank10``, ``mAP``, ``mINP``, ``num_valid_queries``, the first
         20 CMC values and, with ``rerank``, the same under ``"rerank"``.
     """
-    kwargs = {"image_size": image_size, "batch_size": batch_size, "flip": True,
-              "normalize": True, "verbose": False}
-    q = extract_features(model, dataset.query, **kwargs)
-    g = extract_features(model, dataset.gallery, **kwargs)
-
-    def scores(blocks) -> dict:
-        result = evaluate_reid_from_blocks(blocks, q.pids, g.pids, q.camids, g.camids, 50)
-        out = {key: float(result[key]) for key in _METRIC_KEYS}
-        out["num_valid_queries"] = int(result["num_valid_queries"])
-        out["cmc"] = [float(v) for v in np.asarray(result["cmc"])[:20]]
-        return out
-
-    metrics = scores(iter_distance_blocks(q.features, g.features, "cosine"))
+    evaluator = ReIDEvaluator(dataset.query, dataset.gallery, tuple(image_size), batch_size,
+                              metric="cosine")
+    query, gallery = evaluator.extract(model)
+    metrics = _headline(evaluator.score(query, gallery, rerank=False))
     if rerank:
-        metrics["rerank"] = scores(iter_re_ranking_blocks(q.features, g.features,
-                                                          metric="cosine"))
+        metrics["rerank"] = _headline(evaluator.score(query, gallery, rerank=True))
     if plot_path is not None:
-        shown = min(len(q), 6)
-        if rerank:
-            distmat = re_ranking_from_features(q.features, g.features, metric="cosine")[:shown]
-        else:
-            distmat = pairwise_distance(q.features[:shown], g.features, "cosine")
-        plot_ranked_results(q.paths[:shown], g.paths, distmat, q.pids[:shown], g.pids,
-                            q.camids[:shown], g.camids, num_queries=shown,
-                            topk=min(10, len(g)), path=str(plot_path))
+        _plot_first_queries(query, gallery, rerank, plot_path)
     return metrics
 
 
-def train_reid(dataset: ReIDDataset, out_dir: str | Path, init: str = "random",
-               config: str = "tiny", unsupervised: bool = False, epochs: int = 10,
-               p: int = 16, k: int = 4, image_size: tuple[int, int] = (256, 128),
-               seed: int = 0, rerank: bool = False,
-               options: ReIDTrainingConfig | None = None) -> dict:
+def load_reid_embedding(init: str, encoder_config: str = "tiny",
+                        image_size: tuple[int, int] = (256, 128)) -> keras.Model:
+    """The embedding model an ``init`` provides for evaluation.
+
+    Args:
+        init: A `valpat reid` run folder (its ``reid_model.keras`` BNNeck embedding), a
+            pretraining run or preset folder (the pooled image-encoder feature), a keras-hub
+            preset name, or ``"random"``.
+        encoder_config: Encoder configuration for ``init="random"``.
+        image_size: ``(height, width)`` of the inputs (for an encoder built here).
+
+    Raises:
+        InputError: A ``reid_model.keras`` that does not load, or an ``init`` that
+            `load_image_encoder` cannot read.
+    """
+    reid_model = Path(init) / MODEL_FILE
+    if not reid_model.is_file():
+        return load_image_encoder(init, config=encoder_config, image_size=tuple(image_size))
+    try:
+        model = keras.saving.load_model(reid_model)
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise InputError(f"{reid_model}: cannot load the re-ID model ({err}); expected the "
+                         "reid_model.keras a `valpat reid` run writes") from err
+    return model.embedding_model
+
+
+def evaluate_reid_encoder(dataset: ReIDDataset, out_dir: str | Path,
+                          config: ReIDEvaluationConfig | None = None,
+                          record: Mapping[str, Any] | None = None) -> dict:
+    """Scores ``config.init`` on the query / gallery split and writes the results folder.
+
+    Writes ``metrics.json`` (the `evaluate_reid_model` scores, ``record`` and ``init``),
+    ``ranked_results.png`` and ``cmc.png`` (plain and, with ``rerank``, re-ranked CMC).
+
+    Args:
+        dataset: The `ReIDDataset` whose ``query`` and ``gallery`` are scored.
+        out_dir: Output folder (created).
+        config: What to score; `ReIDEvaluationConfig()` when None.
+        record: Extra entries for ``metrics.json`` (e.g. the ``--data`` value).
+
+    Returns:
+        The metrics written.
+    """
+    config = config or ReIDEvaluationConfig()
+    image_size = tuple(int(v) for v in config.image_size)
+    model = load_reid_embedding(config.init, config.encoder_config, image_size)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = evaluate_reid_model(model, dataset, image_size, config.batch_size,
+                                  rerank=config.rerank, plot_path=out / "ranked_results.png")
+    curves = {"plain": metrics["cmc"]}
+    if "rerank" in metrics:
+        curves["re-ranked"] = metrics["rerank"]["cmc"]
+    plot_cmc(curves, path=str(out / "cmc.png"))
+    metrics.update({**(record or {}), "init": config.init})
+    write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+# --- Training steps -------------------------------------------------------------------------
+
+
+def _legacy_arguments(config, legacy: dict) -> tuple[ReIDRunConfig | None, dict]:
+    """Maps the old ``train_reid`` keywords onto a base config and field overrides.
+
+    The old ``config`` was the encoder configuration name (now ``encoder_config``), and
+    ``options`` the hyper-parameter config (now the one ``config``).
+    """
+    unknown = sorted(set(legacy) - set(_LEGACY_KEYWORDS))
+    if unknown:
+        raise TypeError(f"train_reid() got unexpected keyword argument(s) {unknown}")
+    legacy = dict(legacy)
+    if isinstance(config, str):
+        legacy["config"], config = config, None
+    options = legacy.pop("options", None)
+    if options is not None:
+        if config is not None:
+            raise TypeError("train_reid(): pass either config=ReIDRunConfig(...) or the old "
+                            "options=, not both")
+        config = options
+        if not legacy:
+            warnings.warn("train_reid(options=...) is deprecated and will be removed in the "
+                          "next release; pass ReIDRunConfig(...) as config instead",
+                          DeprecationWarning, stacklevel=3)
+    return config, legacy
+
+
+def _split_training_ids(dataset: ReIDDataset, config: ReIDRunConfig) -> _Splits:
+    """Checks the splits and holds the validation identities out of ``train``."""
+    # Only the sizes of query and gallery are looked at before the final evaluation.
+    if not dataset.train or not dataset.query or not dataset.gallery:
+        raise ValueError(f"{dataset.name}: train, query and gallery must all be non-empty")
+    fraction = config.validation_fraction
+    if not 0.0 <= fraction < 1.0:
+        raise InputError(f"validation_fraction must be in [0, 1) (0: no validation split, "
+                         f"keep the last epoch), got {fraction}")
+    try:
+        return _Splits(*split_reid_validation(dataset.train, fraction, config.seed))
+    except InputError as err:
+        raise InputError(f"{dataset.name}: {err}") from err
+
+
+def _build_task(config: ReIDRunConfig, train: list[ReIDRecord]):
+    """The seeded encoder from ``config.init`` under a BoT or Cluster Contrast task."""
+    keras.utils.set_random_seed(config.seed)
+    encoder = load_image_encoder(config.init, config=config.encoder_config,
+                                 image_size=config.image_size, pooling=config.pooling)
+    if config.unsupervised:
+        return ClusterContrastReID(encoder, memory_capacity=len(train),
+                                   temperature=config.temperature,
+                                   memory_momentum=config.memory_momentum,
+                                   hard_memory_update=config.hard_memory_update)
+    return ReIDModel(encoder, num_classes=_num_ids(train),
+                     label_smoothing=config.label_smoothing,
+                     triplet_margin=config.triplet_margin)
+
+
+def _selection_callbacks(model, splits: _Splits, config: ReIDRunConfig,
+                         keep_best: _KeepBest) -> list[keras.callbacks.Callback]:
+    """Validation scoring and best-epoch saving (when there is a validation split)."""
+    callbacks = []
+    if splits.val_query:
+        evaluator = ReIDEvaluator(splits.val_query, splits.val_gallery, config.image_size,
+                                  batch_size=config.eval_batch_size)
+        callbacks = [ReIDEvaluationCallback(evaluator, lambda: model.embedding_model,
+                                            every_n_epochs=config.eval_every), keep_best]
+    callbacks.append(TerminateOnNonFiniteLoss(raise_error=True))
+    return callbacks
+
+
+def _fit_supervised(model: ReIDModel, splits: _Splits, config: ReIDRunConfig,
+                    callbacks: list) -> list[dict]:
+    """BoT: P x K batches of the training ids, warm-up then step / cosine decay."""
+    train_ds, steps = reid_train_dataset(splits.train, config.image_size, p=config.p,
+                                         k=config.k, seed=config.seed, augment=config.augment,
+                                         epochs=config.epochs)
+    if config.steps_per_epoch:
+        train_ds, steps = train_ds.repeat(), config.steps_per_epoch
+    model.compile(optimizer=keras.optimizers.Adam(_schedule(config, steps, warmup=True)))
+    if config.freeze_backbone_epochs:
+        callbacks = [*callbacks, FreezeBackbone(config.freeze_backbone_epochs)]
+    epoch_log = _EpochLog()
+    model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps, shuffle=False,
+              callbacks=[*callbacks, epoch_log], verbose=config.verbose)
+    return epoch_log.entries
+
+
+def _auto_eps_rho(config: ReIDRunConfig, splits: _Splits) -> float | None:
+    """SSG's ``rho`` for ``eps="auto"``, scaled to the validation ids' identity size."""
+    if config.eps != "auto" or not splits.val_query:
+        return None
+    per_identity = (len(splits.val_query) + len(splits.val_gallery)) / _num_ids(splits.val_query)
+    return rho_for_identity_size(len(splits.train), per_identity)
+
+
+def _fit_unsupervised(model: ClusterContrastReID, splits: _Splits, config: ReIDRunConfig,
+                      callbacks: list) -> list[dict]:
+    """Cluster Contrast: re-cluster the training images, then one epoch, every round."""
+    steps = config.steps_per_epoch or max(1, len(splits.train) // (config.p * config.k))
+    model.compile(optimizer=keras.optimizers.Adam(_schedule(config, steps, warmup=False)))
+    return fit_cluster_contrast(
+        model, splits.train, config.epochs, config.image_size, p=config.p, k=config.k,
+        seed=config.seed, eps=config.eps, min_samples=config.min_samples, k1=config.k1,
+        k2=config.k2, steps_per_epoch=steps, augment=config.augment, callbacks=callbacks,
+        verbose=config.verbose, rho=_auto_eps_rho(config, splits))
+
+
+def _kept_model(model, keep_best: _KeepBest, history: list[dict]):
+    """The model of the kept epoch, saved at ``keep_best.path``."""
+    if keep_best.best_epoch is None:
+        model.save(keep_best.path)  # never evaluated during training: keep the last weights
+        return model
+    if keep_best.best_epoch != history[-1]["epoch"]:
+        # The best weights are from an earlier epoch.
+        return keras.saving.load_model(keep_best.path)
+    return model
+
+
+def _selection_summary(config: ReIDRunConfig, keep_best: _KeepBest, splits: _Splits) -> dict:
+    """How the kept epoch was chosen, and the split sizes (for ``metrics.json``)."""
+    selected = keep_best.best_epoch is not None
+    return {
+        "init": config.init, "unsupervised": config.unsupervised, "epochs": config.epochs,
+        "selection": "validation" if selected else "last_epoch",
+        "best_epoch": keep_best.best_epoch if selected else config.epochs - 1,
+        "best_val_mAP": keep_best.best if selected else None,
+        "validation_fraction": float(config.validation_fraction),
+        "num_train_ids": _num_ids(splits.train), "num_train_images": len(splits.train),
+        "num_val_ids": _num_ids(splits.val_query), "num_val_query": len(splits.val_query),
+        "num_val_gallery": len(splits.val_gallery)}
+
+
+def _evaluate_and_write(model, dataset: ReIDDataset, out: Path, config: ReIDRunConfig,
+                        summary: dict, history: list[dict]) -> dict:
+    """The one read of the test split, then the encoder preset and the JSON files."""
+    model.backbone.save_to_preset(str(out / "image_encoder"))
+    metrics = evaluate_reid_model(model.embedding_model, dataset, config.image_size,
+                                  config.eval_batch_size, config.rerank,
+                                  out / "ranked_results.png")
+    metrics.update(summary)
+    write_json(out / "history.json", history)
+    write_json(out / "metrics.json", metrics)
+    write_task_preset(model, out, ImagePreprocessor.for_encoder(model.backbone))
+    return metrics
+
+
+def train_reid(dataset: ReIDDataset, out_dir: str | Path,
+               config: ReIDRunConfig | None = None, **legacy) -> dict:
     """Fine-tunes an image encoder for re-ID on ``dataset`` and writes the run folder.
+
+    Steps: hold validation ids out of ``train`` → build the task on ``config.init`` → fit
+    (BoT or Cluster Contrast, keeping the best validation epoch) → score the test query /
+    gallery once → write the run folder.
 
     Args:
         dataset: A `ReIDDataset` (train / query / gallery). Training and model selection
@@ -206,120 +494,47 @@ def train_reid(dataset: ReIDDataset, out_dir: str | Path, init: str = "random",
             scores. Unsupervised training uses the train pids only to hold out the
             validation identities and to log the pseudo-labels' ARI / NMI.
         out_dir: Run folder (created).
-        init: ``"random"``, a VAL-PAT pretraining run folder, a preset folder or a keras-hub
-            preset name (see `load_image_encoder`).
-        config: Encoder configuration for ``init="random"`` (``"tiny"``, ``"resnet50"``, ...).
-        unsupervised: Cluster Contrast instead of supervised BoT.
-        epochs: Training epochs (clustering rounds when unsupervised).
-        p: Identities (clusters) per batch.
-        k: Images per identity.
-        image_size: ``(height, width)`` of the inputs.
-        seed: Seeds the weights, the sampler, the augmentation and the validation split.
-        rerank: Also report k-reciprocal re-ranked scores (``metrics["rerank"]``).
-        options: Further hyper-parameters; `ReIDTrainingConfig()` when None.
+        config: The run settings; `ReIDRunConfig()` when None.
+        **legacy: The old keywords (``init``, ``config`` as the encoder configuration name,
+            ``unsupervised``, ``epochs``, ``p``, ``k``, ``image_size``, ``seed``, ``rerank``,
+            ``options``), deprecated: they still work for one release, with a
+            `DeprecationWarning`.
 
     Returns:
         The metrics written to ``metrics.json``: the test ``rank1``, ``rank5``, ``rank10``,
         ``mAP``, ``mINP`` (fractions), ``num_valid_queries``, ``cmc`` (first 20 ranks), and
-        ``rerank`` (the same keys) when asked; how the kept epoch was chosen: ``selection``
-        (``"validation"``, or ``"last_epoch"`` when nothing was evaluated), ``best_epoch``
-        (0-based, the kept epoch), ``best_val_mAP`` (None without validation); and the split
-        sizes: ``validation_fraction``, ``num_train_ids``, ``num_train_images``,
-        ``num_val_ids``, ``num_val_query``, ``num_val_gallery``.
+        ``rerank`` (the same keys) when asked; ``init``, ``unsupervised``, ``epochs``; how
+        the kept epoch was chosen: ``selection`` (``"validation"``, or ``"last_epoch"`` when
+        nothing was evaluated), ``best_epoch`` (0-based, the kept epoch), ``best_val_mAP``
+        (None without validation); and the split sizes: ``validation_fraction``,
+        ``num_train_ids``, ``num_train_images``, ``num_val_ids``, ``num_val_query``,
+        ``num_val_gallery``.
 
     Raises:
         ValueError: A split is empty; an `InputError` (a ``ValueError`` too) when
-            ``options.validation_fraction`` is outside ``[0, 1)`` or the training identities
+            ``config.validation_fraction`` is outside ``[0, 1)`` or the training identities
             cannot provide the validation split it asks for.
 
     Example:
 
     ```python
     data = datasets.load("market1501", "/data")
-    metrics = train_reid(data, "runs/reid", init="runs/pretrain", config="resnet50",
-                         epochs=120, p=16, k=4, rerank=True)
+    metrics = train_reid(data, "runs/reid", ReIDRunConfig(
+        init="runs/pretrain", encoder_config="resnet50", epochs=120, rerank=True))
     ```
     """
-    options = options or ReIDTrainingConfig()
-    # Only the sizes of query and gallery are looked at before the final evaluation.
-    if not dataset.train or not dataset.query or not dataset.gallery:
-        raise ValueError(f"{dataset.name}: train, query and gallery must all be non-empty")
-    fraction = options.validation_fraction
-    if not 0.0 <= fraction < 1.0:
-        raise InputError(f"validation_fraction must be in [0, 1) (0: no validation split, "
-                         f"keep the last epoch), got {fraction}")
-    try:
-        train, val_query, val_gallery = split_reid_validation(dataset.train, fraction, seed)
-    except InputError as err:
-        raise InputError(f"{dataset.name}: {err}") from err
+    config, legacy = _legacy_arguments(config, legacy)
+    config = resolve_run_config(ReIDRunConfig, config, legacy, "train_reid",
+                                renamed={"config": "encoder_config"})
+    config = config.replace(image_size=tuple(int(v) for v in config.image_size))
+    splits = _split_training_ids(dataset, config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    image_size = (int(image_size[0]), int(image_size[1]))
-    keras.utils.set_random_seed(seed)
-    encoder = load_image_encoder(init, config=config, image_size=image_size,
-                                 pooling=options.pooling)
-    model_path = out / MODEL_FILE
-    keep_best = _KeepBest(model_path)
-    callbacks = []
-    if val_query:
-        evaluator = ReIDEvaluator(val_query, val_gallery, image_size,
-                                  batch_size=options.eval_batch_size)
-        callbacks = [ReIDEvaluationCallback(evaluator, lambda: model.embedding_model,
-                                            every_n_epochs=options.eval_every), keep_best]
-    callbacks.append(TerminateOnNonFiniteLoss(raise_error=True))
-
-    if unsupervised:
-        steps = options.steps_per_epoch or max(1, len(train) // (p * k))
-        model = ClusterContrastReID(encoder, memory_capacity=len(train),
-                                    temperature=options.temperature,
-                                    memory_momentum=options.memory_momentum,
-                                    hard_memory_update=options.hard_memory_update)
-        model.compile(optimizer=keras.optimizers.Adam(_schedule(options, epochs, steps, False)))
-        rho = None
-        if options.eps == "auto" and val_query:
-            # The radius follows the identity size measured on the labelled validation ids.
-            per_identity = (len(val_query) + len(val_gallery)) / len({r.pid for r in val_query})
-            rho = rho_for_identity_size(len(train), per_identity)
-        history = fit_cluster_contrast(
-            model, train, epochs, image_size, p=p, k=k, seed=seed, eps=options.eps,
-            min_samples=options.min_samples, k1=options.k1, k2=options.k2,
-            steps_per_epoch=steps, augment=options.augment, callbacks=callbacks,
-            verbose=options.verbose, rho=rho)
-    else:
-        model = ReIDModel(encoder, num_classes=len({r.pid for r in train}),
-                          label_smoothing=options.label_smoothing,
-                          triplet_margin=options.triplet_margin)
-        train_ds, steps = reid_train_dataset(train, image_size, p=p, k=k, seed=seed,
-                                             augment=options.augment, epochs=epochs)
-        if options.steps_per_epoch:
-            train_ds, steps = train_ds.repeat(), options.steps_per_epoch
-        model.compile(optimizer=keras.optimizers.Adam(_schedule(options, epochs, steps, True)))
-        if options.freeze_backbone_epochs:
-            callbacks.append(FreezeBackbone(options.freeze_backbone_epochs))
-        epoch_log = _EpochLog()
-        model.fit(train_ds, epochs=epochs, steps_per_epoch=steps, shuffle=False,
-                  callbacks=[*callbacks, epoch_log], verbose=options.verbose)
-        history = epoch_log.entries
-
-    selected = keep_best.best_epoch is not None
-    if not selected:
-        model.save(model_path)  # never evaluated during training: keep the last weights
-    elif keep_best.best_epoch != history[-1]["epoch"]:
-        # The best weights are from an earlier epoch.
-        model = keras.saving.load_model(model_path)
-    model.backbone.save_to_preset(str(out / "image_encoder"))
-    # The one read of the test split.
-    metrics = evaluate_reid_model(model.embedding_model, dataset, image_size,
-                                  options.eval_batch_size, rerank, out / "ranked_results.png")
-    metrics.update({
-        "init": init, "unsupervised": unsupervised, "epochs": epochs,
-        "selection": "validation" if selected else "last_epoch",
-        "best_epoch": keep_best.best_epoch if selected else epochs - 1,
-        "best_val_mAP": keep_best.best if selected else None,
-        "validation_fraction": float(fraction),
-        "num_train_ids": len({r.pid for r in train}), "num_train_images": len(train),
-        "num_val_ids": len({r.pid for r in val_query}), "num_val_query": len(val_query),
-        "num_val_gallery": len(val_gallery)})
-    write_json(out / "history.json", history)
-    write_json(out / "metrics.json", metrics)
-    return metrics
+    model = _build_task(config, splits.train)
+    keep_best = _KeepBest(out / MODEL_FILE)
+    callbacks = _selection_callbacks(model, splits, config, keep_best)
+    fit = _fit_unsupervised if config.unsupervised else _fit_supervised
+    history = fit(model, splits, config, callbacks)
+    model = _kept_model(model, keep_best, history)
+    return _evaluate_and_write(model, dataset, out, config,
+                               _selection_summary(config, keep_best, splits), history)

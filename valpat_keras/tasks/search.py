@@ -5,7 +5,8 @@ one space) with IRRA's objectives: image-text contrastive loss (ITC, CLIP-style 
 InfoNCE with the backbone's learnt logit scale), similarity-distribution matching (SDM, which
 treats other pairs of the same identity in the batch as matches) and an optional identity
 classification loss. Evaluation follows IRRA: every test caption queries every test image.
-`PersonSearcher` is the query API: a sentence in, ranked gallery images out.
+`PersonSearcher` is the query API: a sentence in, ranked gallery images out. `train_search`
+runs a whole transfer from one `SearchRunConfig`.
 """
 
 from __future__ import annotations
@@ -13,31 +14,74 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import keras
-import keras_hub
 import numpy as np
-from keras import ops
 
+from valpat_keras.data.pipelines import text_image_dataset
+from valpat_keras.data.records import pids_of
+from valpat_keras.data.tokenizer import CaptionTokenizer
+from valpat_keras.errors import InputError
+from valpat_keras.evaluation.distances import l2_normalize
+from valpat_keras.evaluation.plots import plot_text_retrieval
+from valpat_keras.evaluation.text_search_metrics import evaluate_text_search
 from valpat_keras.losses.contrastive import symmetric_info_nce
 from valpat_keras.losses.search import identity_loss, sdm_loss
+from valpat_keras.models.backbone import ValPatBackbone
+from valpat_keras.models.embedding import encode_captions, encode_images
+from valpat_keras.models.image_encoder import build_image_encoder
+from valpat_keras.models.init import BACKBONE_DIR, TOKENIZER_DIR, load_backbone
+from valpat_keras.models.preprocessors import ValPatPreprocessor
+from valpat_keras.models.text_encoder import build_text_encoder
+from valpat_keras.run_outputs import write_json
+from valpat_keras.tasks.base import ValPatTask
+from valpat_keras.tasks.run_config import RunConfig, resolve_run_config
+from valpat_keras.tasks.transfer_common import (
+    cap_epochs,
+    check_batch_size,
+    cosine_schedule,
+    elapsed_seconds,
+    fit_transfer,
+    start_run,
+    write_history,
+    write_task_preset,
+)
+
+__all__ = [
+    "DEFAULT_LOSS_WEIGHTS",
+    "PersonSearcher",
+    "SearchGallery",
+    "SearchHit",
+    "SearchRunConfig",
+    "TextSearchModel",
+    "build_search_backbone",
+    "encode_captions",  # re-exported from valpat_keras.models.embedding (old import path)
+    "encode_images",  # re-exported from valpat_keras.models.embedding (old import path)
+    "evaluate_search",
+    "train_search",
+]
 
 #: Default objective weights; the ID loss is on only when the model has a classifier.
 DEFAULT_LOSS_WEIGHTS = {"itc": 1.0, "sdm": 1.0, "id": 1.0}
+#: The running means of the fit logs, each on when its objective's weight is > 0.
+TRACKER_NAMES = ("itc_loss", "itc_acc", "sdm_loss", "id_loss")
+#: The retrieval numbers of `evaluate_search` that go into ``metrics.json``.
+METRIC_KEYS = ("R1", "R5", "R10", "mAP", "mINP")
 
 
 @keras.saving.register_keras_serializable(package="valpat_keras")
-class TextSearchModel(keras_hub.models.Task):
+class TextSearchModel(ValPatTask):
     """Text-based person search model: a `ValPatBackbone` trained with ITC + SDM (+ ID).
 
     Inputs are ``{"images": (B, H, W, 3) float32 in [0, 1], "token_ids": (B, L) int32}`` and
     the targets are the person ids ``(B,)`` of the pairs (SDM and ID need them). Outputs the
     L2-normalised ``image_embedding`` and ``text_embedding`` (plus ``image_logits`` /
     ``text_logits`` of the identity classifier when ``num_classes`` is set). Each objective's
-    loss and the ITC top-1 accuracy appear in the fit logs.
+    loss and the ITC top-1 accuracy appear in the fit logs. ``compile(optimizer="auto")`` is
+    AdamW (learning rate 1e-4, weight decay 4e-5); the loss is always the weighted objectives
+    (`task_loss`) plus the layers' regularisation losses.
 
     Args:
         backbone: valpat_keras.models.ValPatBackbone.
@@ -45,7 +89,9 @@ class TextSearchModel(keras_hub.models.Task):
             shared by both modalities, as in IRRA); ``0`` switches it off. Defaults to ``0``.
         loss_weights: Mapping[str, float] | None. Weights of ``"itc"``, ``"sdm"`` and ``"id"``;
             a missing key takes `DEFAULT_LOSS_WEIGHTS`, 0 switches an objective off.
-        preprocessor: None. Inputs arrive tokenised (see `valpat_keras.data.pipelines`).
+        preprocessor: A `ValPatPreprocessor` (raw images and captions to the model's inputs)
+            or ``None`` (inputs arrive tokenised, see `valpat_keras.data.pipelines`); the
+            run function attaches one before saving the run folder as a preset.
         **kwargs: Standard `keras_hub.models.Task` arguments (``name``, ``compile``).
 
     Example:
@@ -53,11 +99,15 @@ class TextSearchModel(keras_hub.models.Task):
     ```python
     backbone, tokenizer = load_backbone("runs/pretrain")
     model = TextSearchModel(backbone, num_classes=dataset_num_train_ids)
+    model.compile()  # AdamW(1e-4, weight_decay=4e-5)
     model.fit(pipeline_of_image_caption_pid_batches, epochs=10)
     searcher = PersonSearcher(model.backbone, tokenizer)
     searcher.search("a woman in a red coat with a black backpack", gallery_paths, k=10)
     ```
     """
+
+    backbone_cls = ValPatBackbone
+    preprocessor_cls = ValPatPreprocessor
 
     def __init__(self, backbone, num_classes: int = 0,
                  loss_weights: Mapping[str, float] | None = None, preprocessor=None, **kwargs):
@@ -92,10 +142,8 @@ class TextSearchModel(keras_hub.models.Task):
         # === Config ===
         self.num_classes = num_classes
         self.loss_weights = {k: float(v) for k, v in weights.items()}
-        # Running means of each active objective, so that they appear in the fit logs.
-        self.trackers = {name: keras.metrics.Mean(name=name)
-                         for name in ("itc_loss", "itc_acc", "sdm_loss", "id_loss")
-                         if self.loss_weights.get(name.split("_")[0], 0.0) > 0}
+        self.make_trackers(name for name in TRACKER_NAMES
+                           if self.loss_weights[name.split("_")[0]] > 0)
 
     def get_config(self):
         # The backbone is serialised by `Task.get_config`.
@@ -103,53 +151,33 @@ class TextSearchModel(keras_hub.models.Task):
         config.update({"num_classes": self.num_classes, "loss_weights": self.loss_weights})
         return config
 
-    def compile(self, optimizer="auto", loss=None, **kwargs):
-        """Configures training; the loss is always the weighted objectives of `compute_loss`.
+    def default_optimizer(self) -> keras.optimizers.Optimizer:
+        """AdamW with learning rate 1e-4 and weight decay 4e-5 (IRRA's fine-tuning recipe)."""
+        return keras.optimizers.AdamW(learning_rate=1e-4, weight_decay=4e-5)
 
-        Args:
-            optimizer: ``"auto"`` (AdamW, learning rate 1e-4, weight decay 4e-5) or any Keras
-                optimizer.
-            loss: Ignored (must be ``None``): the task computes its own loss.
-            **kwargs: See `keras.Model.compile`.
-        """
-        if loss is not None:
-            raise ValueError("TextSearchModel computes its own ITC/SDM/ID loss; compile it "
-                             "without `loss`.")
-        if optimizer == "auto":
-            optimizer = keras.optimizers.AdamW(learning_rate=1e-4, weight_decay=4e-5)
-        super().compile(optimizer=optimizer, **kwargs)
-
-    def compile_from_config(self, config):
-        """Re-compiles a loaded model with its saved optimizer (and metrics)."""
-        self.compile(**keras.saving.deserialize_keras_object(config))
-        if self.built:
-            self.optimizer.build(self.trainable_variables)
-
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    def task_loss(self, x, y, y_pred, training: bool):
         """ITC + SDM (+ ID) on a batch of image-caption pairs with person ids ``y``."""
         image_emb = y_pred["image_embedding"]
         text_emb = y_pred["text_embedding"]
         scale = self.backbone.logit_scale
-        total = ops.zeros((), "float32")
         weights = self.loss_weights
+        total = keras.ops.zeros((), "float32")
         if weights["itc"] > 0:
             itc, acc = symmetric_info_nce(image_emb, text_emb, scale)
             total = total + weights["itc"] * itc
-            self.trackers["itc_loss"].update_state(itc)
-            self.trackers["itc_acc"].update_state(acc)
+            self.track("itc_loss", itc)
+            self.track("itc_acc", acc)
         if (weights["sdm"] > 0 or weights["id"] > 0) and y is None:
             raise ValueError("TextSearchModel's SDM and ID losses need person ids: fit on "
                              "({'images', 'token_ids'}, pids) batches.")
         if weights["sdm"] > 0:
             sdm = sdm_loss(image_emb, text_emb, y, scale)
             total = total + weights["sdm"] * sdm
-            self.trackers["sdm_loss"].update_state(sdm)
+            self.track("sdm_loss", sdm)
         if weights["id"] > 0:
             idl = identity_loss(y_pred["image_logits"], y_pred["text_logits"], y)
             total = total + weights["id"] * idl
-            self.trackers["id_loss"].update_state(idl)
-        for extra in self.losses:
-            total = total + ops.cast(extra, "float32")
+            self.track("id_loss", idl)
         return total
 
 
@@ -210,8 +238,6 @@ class PersonSearcher:
     @classmethod
     def from_run_dir(cls, run_dir: str | Path, batch_size: int = 64) -> PersonSearcher:
         """Loads the backbone and tokenizer of a `train_search` or pretraining run folder."""
-        from valpat_keras.models.init import load_backbone
-
         backbone, tokenizer = load_backbone(run_dir)
         return cls(backbone, tokenizer, batch_size)
 
@@ -237,7 +263,7 @@ class PersonSearcher:
             list per sentence.
         """
         if isinstance(gallery, np.ndarray) and gallery.ndim == 2:
-            gallery = SearchGallery(None, _l2_normalize(gallery.astype(np.float32)))
+            gallery = SearchGallery(None, l2_normalize(gallery.astype(np.float32)))
         elif isinstance(gallery, np.ndarray):
             gallery = SearchGallery(None, encode_images(self.backbone, gallery,
                                                         batch_size=self.batch_size))
@@ -257,74 +283,9 @@ class PersonSearcher:
         return results[0] if single else results
 
 
-def _l2_normalize(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-#: Per backbone, its image and caption embedding models (see `_embedders`).
-_EMBEDDERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _embedders(backbone) -> tuple[keras.Model, keras.Model]:
-    """Image and caption embedding models sharing the backbone's layers (built once each).
-
-    As models they run through ``predict``, which is compiled on every backend (jit on JAX,
-    a tf.function on TensorFlow), instead of op by op.
-    """
-    if backbone not in _EMBEDDERS:
-        images = keras.Input(shape=tuple(backbone.image_encoder.image_shape), name="images")
-        token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
-        _EMBEDDERS[backbone] = (
-            keras.Model(images, backbone.get_image_embeddings(images), name="image_embedder"),
-            keras.Model(token_ids, backbone.get_text_embeddings(token_ids),
-                        name="text_embedder"))
-    return _EMBEDDERS[backbone]
-
-
-def encode_images(backbone, images_or_paths, image_size: tuple[int, int] | None = None,
-                  batch_size: int = 64) -> np.ndarray:
-    """L2-normalised image embeddings ``(N, D)`` of image files or an image array.
-
-    Args:
-        backbone: A `ValPatBackbone`.
-        images_or_paths: Image paths (decoded by `valpat_keras.data.pipelines.image_dataset`)
-            or float32 images in [0, 1] ``(N, H, W, 3)``.
-        image_size: ``(H, W)`` to decode paths to (default: the image encoder's input size).
-        batch_size: Images per forward pass.
-    """
-    if len(images_or_paths) == 0:
-        return np.zeros((0, backbone.embedding_dim), np.float32)
-    embedder = _embedders(backbone)[0]
-    if isinstance(images_or_paths, (list, tuple)) and isinstance(
-            images_or_paths[0], (str, os.PathLike)):
-        from valpat_keras.data.pipelines import image_dataset
-
-        size = tuple(image_size or backbone.image_encoder.image_shape[:2])
-        embeddings = embedder.predict(
-            image_dataset([str(p) for p in images_or_paths], size, batch_size), verbose=0)
-    else:
-        embeddings = embedder.predict(np.asarray(images_or_paths, dtype="float32"),
-                                      batch_size=batch_size, verbose=0)
-    return _l2_normalize(np.asarray(embeddings, dtype=np.float32))
-
-
-def encode_captions(backbone, tokenizer, captions: Sequence[str],
-                    batch_size: int = 64) -> np.ndarray:
-    """L2-normalised caption embeddings ``(N, D)``.
-
-    Args:
-        backbone: A `ValPatBackbone`.
-        tokenizer: Its `CaptionTokenizer`.
-        captions: The sentences.
-        batch_size: Captions per forward pass.
-    """
-    from valpat_keras.data.pipelines import caption_dataset
-
-    if not len(captions):
-        return np.zeros((0, backbone.embedding_dim), np.float32)
-    embeddings = _embedders(backbone)[1].predict(
-        caption_dataset(list(captions), tokenizer, batch_size), verbose=0)
-    return _l2_normalize(np.asarray(embeddings, dtype=np.float32))
+def _caption_pids(records) -> np.ndarray:
+    """The person id of every caption of ``records``, in caption order (``int64``)."""
+    return np.repeat(pids_of(records), [len(r.captions) for r in records])
 
 
 def evaluate_search(backbone, tokenizer, records, batch_size: int = 64,
@@ -343,20 +304,18 @@ def evaluate_search(backbone, tokenizer, records, batch_size: int = 64,
         ``mAP``, ``mINP`` as fractions, ``cmc``, ``num_queries``), plus ``similarity`` (the
         caption x image matrix), ``captions`` and ``i2t`` when asked.
     """
-    from valpat_keras.evaluation.text_search_metrics import evaluate_text_search
-
     if not records:
         raise ValueError("evaluate_search: no test records")
     captions = [c for r in records for c in r.captions]
-    q_pids = np.asarray([r.pid for r in records for _ in r.captions], np.int64)
-    g_pids = np.asarray([r.pid for r in records], np.int64)
+    q_pids = _caption_pids(records)
+    g_pids = pids_of(records)
     images = encode_images(backbone, [r.path for r in records], batch_size=batch_size)
     text = encode_captions(backbone, tokenizer, captions, batch_size)
     similarity = text @ images.T
     out = evaluate_text_search(similarity, q_pids, g_pids)
     if image_to_text:
         i2t = evaluate_text_search(similarity.T, g_pids, q_pids)
-        out["i2t"] = {k: i2t[k] for k in ("R1", "R5", "R10", "mAP", "mINP")}
+        out["i2t"] = {k: i2t[k] for k in METRIC_KEYS}
     out["similarity"] = similarity
     out["captions"] = captions
     return out
@@ -380,9 +339,6 @@ def build_search_backbone(train_captions: Sequence[str], config: str = "tiny",
     Returns:
         ``(backbone, tokenizer)``.
     """
-    from valpat_keras.data.tokenizer import CaptionTokenizer
-    from valpat_keras.models import ValPatBackbone, build_image_encoder, build_text_encoder
-
     tokenizer = CaptionTokenizer.from_captions(list(train_captions), vocabulary_size,
                                                sequence_length)
     backbone = ValPatBackbone(
@@ -393,32 +349,19 @@ def build_search_backbone(train_captions: Sequence[str], config: str = "tiny",
     return backbone, tokenizer
 
 
-def train_search(dataset, out_dir: str | Path, init: str = "random", config: str = "tiny",
-                 text_config: str = "tiny", epochs: int = 10, batch_size: int = 32,
-                 image_size: tuple[int, int] | None = None, learning_rate: float = 1e-4,
-                 weight_decay: float = 4e-5, loss_weights: Mapping[str, float] | None = None,
-                 embedding_dim: int = 256, vocabulary_size: int = 2000,
-                 sequence_length: int = 32, augment: bool = True, seed: int = 0,
-                 steps_per_epoch: int | None = None, image_to_text: bool = True,
-                 verbose: int | str = "auto") -> dict:
-    """Fine-tunes a `TextSearchModel` on a `TextDataset` and evaluates it IRRA-style.
+@dataclasses.dataclass
+class SearchRunConfig(RunConfig):
+    """Every setting of a `train_search` run (the data and the output folder aside).
 
-    Trains on ``train`` (one caption sampled per image per epoch; ITC + SDM + ID losses),
-    then ranks every ``test`` image for every ``test`` caption (``val`` when test is empty).
+    Loadable from a JSON / YAML recipe (`RunConfig.from_file`); ``valpat search`` builds one
+    from its flags.
 
-    Writes into ``out_dir``: ``metrics.json`` (``R1``, ``R5``, ``R10``, ``mAP``, ``mINP`` as
-    fractions, and ``i2t`` image-to-text numbers), ``history.json`` (per-epoch losses),
-    ``retrieval_examples.png`` (captions with their top-5 images) and the fine-tuned backbone
-    in the layout of a pretraining run (``backbone/`` preset + ``backbone/tokenizer/``), so
-    ``PersonSearcher.from_run_dir(out_dir)`` loads it.
-
-    Args:
-        dataset: A `TextDataset` (e.g. ``datasets.load("cuhk_pedes", root)``).
-        out_dir: Output folder (created).
+    Attributes:
         init: ``"random"`` (new encoders, tokenizer learnt from the training captions) or a
             pretraining run folder (its `ValPatBackbone` and tokenizer, via
             `valpat_keras.models.init.load_backbone`).
-        config: Image encoder configuration for random init.
+        encoder_config: Image encoder configuration for random init (``"tiny"``,
+            ``"resnet50"``, ...; the ``config=`` keyword of the old `train_search`).
         text_config: Text encoder configuration for random init.
         epochs: Training epochs.
         batch_size: Image-caption pairs per batch (lowered to the training set size if
@@ -436,13 +379,57 @@ def train_search(dataset, out_dir: str | Path, init: str = "random", config: str
         steps_per_epoch: Cap on the steps per epoch (default: one pass).
         image_to_text: Also report image-to-text retrieval.
         verbose: Keras ``fit`` verbosity.
+    """
+
+    init: str = "random"
+    encoder_config: str = "tiny"
+    text_config: str = "tiny"
+    epochs: int = 10
+    batch_size: int = 32
+    image_size: tuple[int, int] | None = None
+    learning_rate: float = 1e-4
+    weight_decay: float = 4e-5
+    loss_weights: dict[str, float] | None = None
+    embedding_dim: int = 256
+    vocabulary_size: int = 2000
+    sequence_length: int = 32
+    augment: bool = True
+    seed: int = 0
+    steps_per_epoch: int | None = None
+    image_to_text: bool = True
+    verbose: int | str = "auto"
+
+
+def train_search(dataset, out_dir: str | Path, config: SearchRunConfig | None = None,
+                 **legacy) -> dict:
+    """Fine-tunes a `TextSearchModel` on a `TextDataset` and evaluates it IRRA-style.
+
+    Trains on ``train`` (one caption sampled per image per epoch; ITC + SDM + ID losses) and
+    keeps the last epoch, then ranks every ``test`` image for every ``test`` caption (``val``
+    when test is empty); that split is read once, in this final evaluation.
+
+    Writes into ``out_dir``: ``metrics.json`` (``R1``, ``R5``, ``R10``, ``mAP``, ``mINP`` as
+    fractions, and ``i2t`` image-to-text numbers), ``history.json`` (per-epoch losses),
+    ``retrieval_examples.png`` (captions with their top-5 images) and the fine-tuned backbone
+    in the layout of a pretraining run (``backbone/`` preset + ``backbone/tokenizer/``), so
+    ``PersonSearcher.from_run_dir(out_dir)`` loads it.
+
+    Args:
+        dataset: A `TextDataset` (e.g. ``datasets.load("cuhk_pedes", root)``).
+        out_dir: Output folder (created).
+        config: The run's settings (default: ``SearchRunConfig()``). A string is the old
+            ``config=`` keyword, the image encoder configuration
+            (`SearchRunConfig.encoder_config`), and is deprecated.
+        **legacy: Deprecated: the old keyword arguments (``init=``, ``epochs=``, ...), i.e.
+            `SearchRunConfig` fields; they override ``config`` and warn
+            (`DeprecationWarning`). Removed in the next release.
 
     Returns:
         The metrics dict written to ``metrics.json``.
 
     Raises:
         InputError: Bad input (no train or test records, an image size the pretrained
-            backbone cannot take, a batch size below 1).
+            backbone cannot take, a batch size below 1, an unknown setting).
         NonFiniteLossError: A loss became NaN or infinite; training stops at that batch
             and nothing is written.
 
@@ -450,82 +437,116 @@ def train_search(dataset, out_dir: str | Path, init: str = "random", config: str
 
     ```python
     data = datasets.load("cuhk_pedes", "/data/CUHK-PEDES")
-    metrics = train_search(data, "runs/search", init="runs/pretrain", epochs=60)
+    metrics = train_search(data, "runs/search", SearchRunConfig(init="runs/pretrain",
+                                                                epochs=60))
     hits = PersonSearcher.from_run_dir("runs/search").search("a man in a blue shirt",
                                                             [r.path for r in data.test])
     ```
     """
-    from valpat_keras.data.pipelines import text_image_dataset
-    from valpat_keras.errors import InputError
-    from valpat_keras.evaluation import plot_text_retrieval
-    from valpat_keras.models.init import BACKBONE_DIR, TOKENIZER_DIR, load_backbone
-    from valpat_keras.run_outputs import write_json
-    from valpat_keras.tasks.callbacks import TerminateOnNonFiniteLoss
+    if isinstance(config, str):  # The old `config="tiny"`: the image encoder configuration.
+        legacy = {"config": config, **legacy}
+        config = None
+    config = resolve_run_config(SearchRunConfig, config, legacy, "train_search",
+                                renamed={"config": "encoder_config"})
+    eval_records = _evaluation_split(dataset)
+    check_batch_size(config.batch_size)
+    out = start_run(out_dir, config.seed)
+    started = time.time()
+    backbone, tokenizer, image_size = _search_backbone(dataset.train, config)
+    batch_size = min(int(config.batch_size), len(dataset.train))
+    model = _build_task(backbone, dataset.train, config.loss_weights)
+    history = _fit(model, tokenizer, dataset.train, image_size, batch_size, config)
+    result = evaluate_search(backbone, tokenizer, eval_records, batch_size=batch_size,
+                             image_to_text=config.image_to_text)
+    metrics = _search_metrics(result, dataset, eval_records, config, started)
+    _write_run_folder(out, metrics, history, result, eval_records, backbone, tokenizer)
+    write_task_preset(model, out, ValPatPreprocessor.for_backbone(backbone, tokenizer))
+    return metrics
 
+
+def _evaluation_split(dataset) -> list:
+    """The split evaluated at the end (``test``, else ``val``); checks there is data.
+
+    Only sizes are looked at here: the records are read in the final evaluation.
+    """
     eval_records = dataset.test or dataset.val
     if not dataset.train or not eval_records:
         raise InputError(f"{dataset.name} ({dataset.root}): text search needs train and test "
                          f"(or val) records (got {len(dataset.train)} train, "
                          f"{len(dataset.test)} test)")
-    if int(batch_size) <= 0:
-        raise InputError(f"batch_size must be a positive integer, got {batch_size}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    keras.utils.set_random_seed(seed)
-    started = time.time()
+    return eval_records
 
-    if init == "random":
-        image_size = tuple(image_size or (256, 128))
+
+def _search_backbone(train, config: SearchRunConfig):
+    """``(backbone, tokenizer, image_size)``: new from the training captions, or ``init``'s.
+
+    Raises:
+        InputError: If ``config.image_size`` differs from a pretrained backbone's.
+    """
+    if config.init == "random":
+        image_size = tuple(config.image_size or (256, 128))
         backbone, tokenizer = build_search_backbone(
-            [c for r in dataset.train for c in r.captions], config, text_config, image_size,
-            embedding_dim, vocabulary_size, sequence_length)
+            [c for r in train for c in r.captions], config.encoder_config,
+            config.text_config, image_size, config.embedding_dim, config.vocabulary_size,
+            config.sequence_length)
     else:
-        backbone, tokenizer = load_backbone(init)
+        backbone, tokenizer = load_backbone(config.init)
         native = tuple(backbone.image_encoder.image_shape[:2])
-        if image_size is not None and tuple(image_size) != native:
-            raise InputError(f"the pretrained backbone in {init} takes images of {native}; "
-                             f"got image_size={tuple(image_size)}. Fine-tune at {native}.")
+        if config.image_size is not None and tuple(config.image_size) != native:
+            raise InputError(f"the pretrained backbone in {config.init} takes images of "
+                             f"{native}; got image_size={tuple(config.image_size)}. "
+                             f"Fine-tune at {native}.")
         image_size = native
-    image_size = (int(image_size[0]), int(image_size[1]))
+    return backbone, tokenizer, (int(image_size[0]), int(image_size[1]))
 
-    pids = np.asarray([r.pid for r in dataset.train])
+
+def _build_task(backbone, train, loss_weights: Mapping[str, float] | None) -> TextSearchModel:
+    """The `TextSearchModel` of a run: an ID classifier over the training ids when ID is on."""
     weights = {**DEFAULT_LOSS_WEIGHTS, **dict(loss_weights or {})}
-    num_classes = int(pids.max()) + 1 if weights["id"] > 0 else 0
-    model = TextSearchModel(backbone, num_classes=num_classes, loss_weights=weights,
-                            name="text_search")
-    batch_size = min(int(batch_size), len(dataset.train))
-    train_ds = text_image_dataset(dataset.train, tokenizer, image_size=image_size,
-                                  batch_size=batch_size, seed=seed, augment=augment)
+    num_classes = int(pids_of(train).max()) + 1 if weights["id"] > 0 else 0
+    return TextSearchModel(backbone, num_classes=num_classes, loss_weights=weights,
+                           name="text_search")
+
+
+def _fit(model: TextSearchModel, tokenizer, train, image_size: tuple[int, int],
+         batch_size: int, config: SearchRunConfig) -> keras.callbacks.History:
+    """Compiles (AdamW, cosine decay over the run) and fits on the training pairs."""
+    train_ds = text_image_dataset(train, tokenizer, image_size=image_size,
+                                  batch_size=batch_size, seed=config.seed,
+                                  augment=config.augment)
     train_ds = train_ds.map(lambda b: ({"images": b["images"], "token_ids": b["token_ids"]},
                                        b["pids"]))
-    steps = steps_per_epoch or len(dataset.train) // batch_size
-    if steps_per_epoch:
-        train_ds = train_ds.repeat()
-    schedule = keras.optimizers.schedules.CosineDecay(
-        learning_rate, decay_steps=max(1, epochs * steps), alpha=0.01)
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=weight_decay))
-    history = model.fit(train_ds, epochs=epochs, shuffle=False,
-                        steps_per_epoch=steps if steps_per_epoch else None, verbose=verbose,
-                        callbacks=[TerminateOnNonFiniteLoss(raise_error=True)])
+    train_ds, steps = cap_epochs(train_ds, config.steps_per_epoch,
+                                 full_pass_steps=len(train) // batch_size)
+    model.compile(optimizer=keras.optimizers.AdamW(
+        cosine_schedule(config.learning_rate, config.epochs, steps),
+        weight_decay=config.weight_decay))
+    return fit_transfer(model, train_ds, config.epochs, config.steps_per_epoch,
+                        verbose=config.verbose)
 
-    result = evaluate_search(backbone, tokenizer, eval_records, batch_size=batch_size,
-                             image_to_text=image_to_text)
-    metrics = {k: float(result[k]) for k in ("R1", "R5", "R10", "mAP", "mINP")}
-    if image_to_text:
+
+def _search_metrics(result: dict, dataset, eval_records, config: SearchRunConfig,
+                    started: float) -> dict:
+    """The ``metrics.json`` payload: retrieval numbers (as fractions) and the run's facts."""
+    metrics = {k: float(result[k]) for k in METRIC_KEYS}
+    if config.image_to_text:
         metrics["i2t"] = result["i2t"]
-    metrics.update({"dataset": dataset.name, "init": str(init), "epochs": int(epochs),
-                    "num_train": len(dataset.train), "num_test_images": len(eval_records),
+    metrics.update({"dataset": dataset.name, "init": str(config.init),
+                    "epochs": int(config.epochs), "num_train": len(dataset.train),
+                    "num_test_images": len(eval_records),
                     "num_test_captions": int(result["num_queries"]),
-                    "seconds": round(time.time() - started, 1)})
+                    "seconds": elapsed_seconds(started)})
+    return metrics
 
+
+def _write_run_folder(out: Path, metrics: dict, history: keras.callbacks.History,
+                      result: dict, eval_records, backbone, tokenizer) -> None:
+    """Writes metrics, history, the retrieval figure and the backbone + tokenizer preset."""
     write_json(out / "metrics.json", metrics)
-    write_json(out / "history.json",
-               {k: [float(v) for v in vals] for k, vals in history.history.items()})
-    q_pids = np.asarray([r.pid for r in eval_records for _ in r.captions])
+    write_history(out, history)
     plot_text_retrieval(result["captions"], [r.path for r in eval_records],
-                        result["similarity"], q_pids=q_pids,
-                        g_pids=np.asarray([r.pid for r in eval_records]),
+                        result["similarity"], q_pids=_caption_pids(eval_records),
+                        g_pids=pids_of(eval_records),
                         path=str(out / "retrieval_examples.png"))
     backbone.save_to_preset(str(out / BACKBONE_DIR))
     tokenizer.save_to_preset(str(out / BACKBONE_DIR / TOKENIZER_DIR))
-    return metrics

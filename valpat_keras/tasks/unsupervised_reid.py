@@ -17,13 +17,19 @@ import logging
 from collections.abc import Sequence
 
 import keras
-import keras_hub
 import numpy as np
 from keras import ops
 
-from valpat_keras.data.records import ReIDRecord
+from valpat_keras.data.pipelines import reid_train_dataset
+from valpat_keras.data.records import ReIDRecord, pids_of
+from valpat_keras.evaluation.features import extract_features
+from valpat_keras.evaluation.reranking import jaccard_distance
 from valpat_keras.losses.reid import cluster_contrast_loss, update_cluster_memory
+from valpat_keras.models.image_encoder import ImageEncoder
+from valpat_keras.models.preprocessors import ImagePreprocessor
 from valpat_keras.models.reid_head import BNNeck
+from valpat_keras.schedules import REID_LEARNING_RATE
+from valpat_keras.tasks.base import EmbeddingMixin, ValPatTask
 from valpat_keras.tasks.clustering import (
     AUTO_EPS_RHO,
     cluster_centroids,
@@ -31,7 +37,8 @@ from valpat_keras.tasks.clustering import (
     clustering_stats,
     eps_from_distances,
 )
-from valpat_keras.tasks.reid import restore_compile
+
+__all__ = ["ClusterContrastReID", "ClusterMemory", "fit_cluster_contrast", "pseudo_label_epoch"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,13 +90,15 @@ class ClusterMemory(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="valpat_keras")
-class ClusterContrastReID(keras_hub.models.Task):
+class ClusterContrastReID(EmbeddingMixin, ValPatTask):
     """Cluster Contrast model: image encoder, BN (frozen shift) and a cluster memory.
 
     Outputs the post-BN embedding (the retrieval feature). Train on ``(images,
-    pseudo_labels)`` P x K batches after `set_centroids`; `compute_loss` applies the cluster
+    pseudo_labels)`` P x K batches after `set_centroids`; `task_loss` applies the cluster
     contrast loss against the memory and moves the centroids of the batch's clusters toward
-    their features (``assign`` inside the train step, which works on every backend).
+    their features (``assign`` inside the train step, which works on every backend; ``call``
+    itself mutates nothing, so this is a functional keras-hub Task). ``compile()`` defaults
+    to Cluster Contrast's Adam at 3.5e-4 and takes no ``loss``.
 
     Args:
         backbone: An `ImageEncoder`.
@@ -98,6 +107,7 @@ class ClusterContrastReID(keras_hub.models.Task):
         memory_momentum: Weight the old centroid keeps at each update (0.1).
         hard_memory_update: Update each centroid with its batch's hardest (least similar)
             sample instead of the batch mean (Cluster Contrast's "hard" variant).
+        preprocessor: An `ImagePreprocessor` or ``None`` (inputs arrive decoded).
         **kwargs: Standard `keras.Model` arguments.
 
     Example:
@@ -109,10 +119,16 @@ class ClusterContrastReID(keras_hub.models.Task):
     ```
     """
 
+    embedding_model_name = "reid_embedding"
+    backbone_cls = ImageEncoder
+    preprocessor_cls = ImagePreprocessor
+
     def __init__(self, backbone, memory_capacity: int, temperature: float = 0.05,
-                 memory_momentum: float = 0.1, hard_memory_update: bool = False, **kwargs):
+                 memory_momentum: float = 0.1, hard_memory_update: bool = False,
+                 preprocessor=None, **kwargs):
         # === Layers ===
         self.backbone = backbone
+        self.preprocessor = preprocessor
         self.neck = BNNeck(name="bnneck")
         self.memory = ClusterMemory(memory_capacity, backbone.feature_dim,
                                     name="cluster_memory")
@@ -128,26 +144,13 @@ class ClusterContrastReID(keras_hub.models.Task):
         self.temperature = float(temperature)
         self.memory_momentum = float(memory_momentum)
         self.hard_memory_update = bool(hard_memory_update)
-        self._embedding_model = None
 
-    def compile(self, optimizer="auto", **kwargs):
-        """Configures training; ``"auto"`` is Cluster Contrast's Adam at 3.5e-4.
+    def default_optimizer(self) -> keras.optimizers.Optimizer:
+        """Cluster Contrast's Adam at 3.5e-4."""
+        return keras.optimizers.Adam(REID_LEARNING_RATE)
 
-        Args:
-            optimizer: ``"auto"`` or any Keras optimizer.
-            **kwargs: Passed to `keras.Model.compile` (the loss is fixed by `compute_loss`).
-        """
-        if optimizer == "auto":
-            optimizer = keras.optimizers.Adam(3.5e-4)
-        kwargs.pop("loss", None)
-        super().compile(optimizer=optimizer, **kwargs)
-
-    def compile_from_config(self, config):
-        restore_compile(self, config)
-
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        if y_pred is None:
-            y_pred = self(x, training=training)
+    def task_loss(self, x, y, y_pred, training: bool):
+        """Cluster contrast loss; in training also the momentum update of the memory."""
         labels = ops.cast(ops.reshape(y, (-1,)), "int32")
         centroids = self.memory.centroids
         # A copy: PyTorch keeps the memory for the backward pass, and the in-place update
@@ -166,18 +169,9 @@ class ClusterContrastReID(keras_hub.models.Task):
         """Re-initialises the memory with this epoch's ``(num_clusters, D)`` centroids."""
         self.memory.set_centroids(centroids)
 
-    @property
-    def embedding_model(self) -> keras.Model:
-        """A model (sharing weights) from images to the post-BN retrieval embedding."""
-        if self._embedding_model is None:
-            images = keras.Input(shape=tuple(self.backbone.image_shape), name="images")
-            embeddings = self.neck(self.backbone(images))
-            self._embedding_model = keras.Model(images, embeddings, name="reid_embedding")
-        return self._embedding_model
-
-    def embed(self, images, batch_size: int = 64):
-        """Post-BN embeddings of images (an array or a dataset of image batches), NumPy."""
-        return self.embedding_model.predict(images, batch_size=batch_size, verbose=0)
+    def embedding_outputs(self, images):
+        """The post-BN retrieval embedding."""
+        return self.neck(self.backbone(images))
 
     def get_config(self):
         config = super().get_config()
@@ -213,11 +207,9 @@ def pseudo_label_epoch(model: ClusterContrastReID, records: Sequence[ReIDRecord]
         ``(pseudo_records, stats)``: the clustered images with their cluster index as pid
         (outliers dropped), and the `ClusteringStats` as a dict with the radius used (``eps``).
     """
-    from valpat_keras.evaluation.features import extract_features
-    from valpat_keras.evaluation.reranking import jaccard_distance
-
-    features = extract_features(model.embedding_model, list(records), image_size, batch_size=batch_size,
-                                flip=False, normalize=True, verbose=False).features
+    features = extract_features(model.embedding_model, list(records), image_size,
+                                batch_size=batch_size, flip=False, normalize=True,
+                                verbose=False).features
     distance = jaccard_distance(features, k1=k1, k2=k2)
     radius = (eps_from_distances(distance, rho or AUTO_EPS_RHO) if eps == "auto"
               else float(eps))
@@ -263,10 +255,8 @@ def fit_cluster_contrast(model: ClusterContrastReID, records: Sequence[ReIDRecor
         One dict per epoch: ``epoch``, ``num_clusters``, ``num_outliers``, ``ari``, ``nmi``
         and the epoch's ``fit`` logs (``loss`` and any callback metrics).
     """
-    from valpat_keras.data.pipelines import reid_train_dataset
-
     records = list(records)
-    true_ids = np.asarray([r.pid for r in records]) if use_true_ids else None
+    true_ids = pids_of(records) if use_true_ids else None
     history = []
     for epoch in range(epochs):
         pseudo, stats = pseudo_label_epoch(model, records, image_size, eps, min_samples, k1, k2,

@@ -17,9 +17,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from keras import ops
 
 from valpat_keras.data.attribute_names import PA100K_ATTRIBUTES
-from valpat_keras.tasks.search import encode_captions, encode_images
+from valpat_keras.evaluation.distances import l2_normalize
+from valpat_keras.models.embedding import encode_captions, encode_images
+from valpat_keras.models.init import load_backbone
+from valpat_keras.tasks.attribute_scores import attribute_labels, paths_of, score_attributes
 
 #: A prompt side: one sentence, or several whose embeddings are averaged.
 PromptSide = str | Sequence[str]
@@ -174,8 +178,7 @@ def prompt_embeddings(backbone, tokenizer, prompts: Mapping[str, tuple[list[str]
     out = np.zeros((len(prompts), 2, emb.shape[1]))
     for row, (a, side) in zip(emb, owners):
         out[a, side] += row
-    out /= np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
-    return out.astype(np.float32)
+    return l2_normalize(out).astype(np.float32)
 
 
 def zero_shot_attributes(backbone, tokenizer, images_or_paths,
@@ -230,8 +233,6 @@ def zero_shot_attributes(backbone, tokenizer, images_or_paths,
 
 def logit_scale_value(backbone) -> float:
     """The backbone's multiplicative logit scale (its inverse temperature) as a float."""
-    from keras import ops
-
     return float(ops.convert_to_numpy(backbone.logit_scale))
 
 
@@ -259,9 +260,6 @@ def evaluate_zero_shot(dataset, run_dir: str | Path | None = None,
         ``ma``, ``instance_acc``, ``instance_prec``, ``instance_recall``, ``instance_f1``,
         ``label_ma`` (name -> mA) and ``label_ma_array`` (the same as an array).
     """
-    from valpat_keras.evaluation import evaluate_attributes
-    from valpat_keras.models.init import load_backbone
-
     records = getattr(dataset, split)
     if not records:
         raise ValueError(f"{dataset.name}: the {split} split is empty")
@@ -270,12 +268,6 @@ def evaluate_zero_shot(dataset, run_dir: str | Path | None = None,
             raise ValueError("evaluate_zero_shot needs run_dir or backbone and tokenizer")
         backbone, tokenizer = load_backbone(run_dir)
     names = dataset.attribute_names
-    probs = zero_shot_attributes(backbone, tokenizer, [r.path for r in records],
-                                 prompts=prompts, attribute_names=names, batch_size=batch_size)
-    labels = np.stack([np.asarray(r.attributes) for r in records])[:, dataset.eval_indices]
-    result = evaluate_attributes(labels, probs)
-    out = {k: float(result[k]) for k in ("ma", "instance_acc", "instance_prec",
-                                         "instance_recall", "instance_f1")}
-    out["label_ma"] = dict(zip(names, map(float, result["label_ma"])))
-    out["label_ma_array"] = result["label_ma"]
-    return out
+    probs = zero_shot_attributes(backbone, tokenizer, paths_of(records), prompts=prompts,
+                                 attribute_names=names, batch_size=batch_size)
+    return score_attributes(attribute_labels(records, dataset.eval_indices), probs, names)

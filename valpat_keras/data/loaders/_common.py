@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from valpat_keras.data.attribute_names import unknown_attribute
 from valpat_keras.data.errors import DatasetFormatError, SkippedImages
 
 #: File endings listed as images by `list_images` (lower case).
@@ -74,6 +75,60 @@ def find_layout(root: str | Path, candidates: Sequence[str],
                              expected=f"{wanted} inside one of {tried}")
 
 
+def find_manifest(root: str | Path, names: Sequence[str], dataset: str, expected: str) -> Path:
+    """The manifest file ``root`` names, or the first of ``names`` inside the folder ``root``.
+
+    Raises:
+        DatasetFormatError: When ``root`` is neither a file nor a folder holding one of ``names``.
+    """
+    path = Path(root).expanduser().absolute()
+    if path.is_file():
+        return path
+    folder = existing_dir(path, dataset)
+    for name in names:
+        if (folder / name).is_file():
+            return folder / name
+    raise DatasetFormatError(folder / names[0], "manifest not found", expected=expected)
+
+
+#: The side file declaring a manifest's attribute names, one per line.
+ATTRIBUTE_NAMES_FILE = "attribute_names.txt"
+
+
+def declared_attribute_names(manifest: Path) -> list[str] | None:
+    """The names in ``attribute_names.txt`` next to ``manifest``, or None without that file."""
+    side_file = manifest.parent / ATTRIBUTE_NAMES_FILE
+    if not side_file.is_file():
+        return None
+    return [n.strip() for n in side_file.read_text(encoding="utf-8").splitlines() if n.strip()]
+
+
+def check_attribute_name(name: str, declared: Sequence[str] | None, used: Sequence[str],
+                         path: Path, where: str, field: str) -> None:
+    """Raises on a misspelt attribute name (see `attribute_names.unknown_attribute`).
+
+    Args:
+        name: The name read.
+        declared: The manifest's declared names (header, side file, option), or None.
+        used: Every name the manifest uses.
+        path: The manifest, for the message.
+        where: The line (or ``"header"``), for the message.
+        field: The field or column, for the message.
+
+    Raises:
+        DatasetFormatError: Naming the file, the line, the name and the closest valid names.
+    """
+    problem = unknown_attribute(name, declared, used)
+    if problem is None:
+        return
+    source, close = problem
+    hint = f"; closest valid name(s): {', '.join(close)}" if close else ""
+    how = (f"; to use new names, list every name in {ATTRIBUTE_NAMES_FILE} next to the "
+           "manifest (one per line)") if declared is None else ""
+    raise DatasetFormatError(path, f"{where}: unknown attribute name {name!r}{hint}",
+                             field=field, expected=f"a name from {source}{how}")
+
+
 def first_existing(folder: Path, names: Sequence[str], what: str) -> Path:
     """The first of ``folder / name`` that exists; raises naming all of them otherwise."""
     for name in names:
@@ -83,23 +138,45 @@ def first_existing(folder: Path, names: Sequence[str], what: str) -> Path:
                              expected=" or ".join(f"<folder>/{n}" for n in names))
 
 
+def is_image_file(path: str | Path, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> bool:
+    """True for a file name ending in an image extension (any case), not macOS ``._`` metadata."""
+    name = Path(path).name
+    return Path(name).suffix.lower() in extensions and not name.startswith("._")
+
+
 def list_images(folder: str | Path, extensions: Sequence[str] = IMAGE_EXTENSIONS,
-                recursive: bool = False) -> list[Path]:
+                recursive: bool = False, skipped: dict[str, int] | None = None,
+                where: str | None = None) -> list[Path]:
     """Image files of a folder, sorted by path so runs are repeatable.
+
+    Every common image extension is accepted in any case (``.jpg``, ``.JPEG``, ``.png``,
+    ``.bmp``, ``.webp``, ...). What is not listed is counted in ``skipped`` when given: files
+    that are not images (``Thumbs.db``, ``readme.txt``, macOS ``._*`` metadata) and, without
+    ``recursive``, the sub-folders that are not searched.
 
     Args:
         folder: The folder to list.
         extensions: Accepted endings, lower case with the dot (matched case-insensitively).
         recursive: Also list sub-folders.
+        skipped: A loader's ``skipped`` mapping to count the files left out in.
+        where: How the reasons name the folder (default: its name).
 
     Returns:
         Absolute paths.
     """
     folder = Path(folder).absolute()
-    pattern = "**/*" if recursive else "*"
-    return sorted(p for p in folder.glob(pattern)
-                  if p.is_file() and p.suffix.lower() in extensions
-                  and not p.name.startswith("._"))
+    entries = sorted(folder.glob("**/*" if recursive else "*"))
+    files = [p for p in entries if p.is_file()]
+    images = [p for p in files if is_image_file(p, extensions)]
+    if skipped is not None:
+        where = where or folder.name
+        others = [p for p in files if not is_image_file(p, extensions)]
+        if others:
+            skipped[f"files that are not images in {where}, e.g. {others[0].name}"] = len(others)
+        folders = [] if recursive else [p for p in entries if p.is_dir()]
+        if folders:
+            skipped[f"sub-folders not searched in {where}, e.g. {folders[0].name}"] = len(folders)
+    return images
 
 
 #: Formats the tf.data pipelines decode (`tf.io.decode_image`), as PIL names them.
@@ -310,6 +387,7 @@ def load_mat(path: Path, keys: Sequence[str]) -> dict[str, Any]:
     Raises:
         DatasetFormatError: When the file is missing, unreadable or lacks a key.
     """
+    # Deferred: scipy is only needed by the .mat loaders and is slow to import.
     import scipy.io
 
     if not path.is_file():
@@ -386,3 +464,40 @@ def int8_labels(labels: np.ndarray) -> np.ndarray:
     out[labels == 1] = 1
     out[labels == 0] = 0
     return out
+
+
+def checked_labels(labels: np.ndarray, path: Path, field: str, image_names: Sequence[str],
+                   attribute_names: Sequence[str], unknown: Sequence[int] = ()
+                   ) -> tuple[np.ndarray, int]:
+    """Attribute labels as ``int8`` 1/0/-1, refusing values outside the format's range.
+
+    Args:
+        labels: The ``(images, attributes)`` label matrix as stored.
+        path: The annotation file, for the message.
+        field: The key or field holding ``labels``, e.g. ``"train_label"``.
+        image_names: One name per row, for the message.
+        attribute_names: One name per column, for the message.
+        unknown: Values the format documents as unknown/uncertain (e.g. RAP's 2): read as
+            -1 and counted instead of refused.
+
+    Returns:
+        ``(labels, unknown_count)``.
+
+    Raises:
+        DatasetFormatError: On the first value that is not 0, 1 or one of ``unknown``, naming
+            the row (and its image), the column (and its attribute) and the value.
+    """
+    labels = np.asarray(labels)
+    allowed = (0, 1, *unknown)
+    bad = np.argwhere(~np.isin(labels, allowed))
+    if len(bad):
+        row, column = (int(i) for i in bad[0])
+        value = labels[row, column]
+        value = int(value) if float(value).is_integer() else float(value)
+        raise DatasetFormatError(
+            path, f"row {row + 1} ({image_names[row]}), column {column + 1} "
+            f"({attribute_names[column]}) is {value}; {len(bad)} value(s) out of range",
+            field=field, expected=f"labels {', '.join(str(v) for v in allowed)}"
+            + (f" ({', '.join(str(v) for v in unknown)} = unknown)" if unknown else ""))
+    return int8_labels(labels), int(np.isin(labels, unknown).sum()) if unknown else 0
+

@@ -4,7 +4,9 @@ The ``.mat`` annotations are read with scipy's default `loadmat` conventions
 (``squeeze_me=False``, ``struct_as_record=True``) and indexed as Rethinking_of_PAR's converters
 index them, so a real download reads the same way as the tiny trees of the tests. Records carry
 every binary attribute column; ``eval_indices`` selects the evaluated set (PA-100K 26, PETA 35,
-RAP v1 51, RAP v2 54). Labels are 1 / 0, and -1 for unknown (RAP v2's 2 = uncertain).
+RAP v1 51, RAP v2 54). Labels are 1 / 0, and -1 for unknown: RAP's documented 2 (uncertain)
+becomes -1 and is counted in ``skipped``; any other value (a 2 in PA-100K or PETA, a -1, a NaN)
+is an error naming the file, the row (image), the column (attribute) and the value.
 """
 
 from __future__ import annotations
@@ -16,17 +18,19 @@ import numpy as np
 
 from valpat_keras.data.errors import DatasetFormatError
 from valpat_keras.data.loaders._common import (
+    checked_labels,
     drop_unreadable,
     find_layout,
     first_existing,
-    int8_labels,
     load_mat,
     mat_field,
     mat_indices,
     mat_strings,
 )
 from valpat_keras.data.records import AttributeDataset, AttributeRecord
-from valpat_keras.data.registry import register_dataset
+from valpat_keras.data.registry import note_ignored_options, register_dataset
+
+__all__ = ["load_pa100k", "load_peta", "load_rap"]
 
 _PA100K_KEYS = ("attributes", "train_images_name", "val_images_name", "test_images_name",
                 "train_label", "val_label", "test_label")
@@ -40,15 +44,21 @@ def _records(image_dir: Path, names: list[str], labels: np.ndarray,
 
 def _finish(name: str, root: Path, splits: dict[str, list[AttributeRecord]],
             attribute_names: list[str], eval_indices: list[int], split: int,
-            verify_images: bool) -> AttributeDataset:
-    """Optionally drops unreadable images (counted in ``skipped``) and builds the dataset."""
-    skipped = {}
+            verify_images: bool, options: dict[str, Any],
+            skipped: dict[str, int] | None = None) -> AttributeDataset:
+    """Optionally drops unreadable images (counted in ``skipped``) and builds the dataset.
+
+    ``options`` are the loader's unused options, recorded as ignored; ``skipped`` holds what
+    the loader already counted (uncertain labels, non-label columns).
+    """
+    skipped = {k: v for k, v in (skipped or {}).items() if v}
     for key, records in splits.items():
         splits[key], dropped = drop_unreadable(records, verify_images, f"{name} {key}: ")
         if dropped:
             skipped[f"unreadable {key} images"] = dropped
-    return AttributeDataset(name, str(root), splits["train"], splits["val"], splits["test"],
-                            attribute_names, eval_indices, split, skipped)
+    dataset = AttributeDataset(name, str(root), splits["train"], splits["val"], splits["test"],
+                               attribute_names, eval_indices, split, skipped)
+    return note_ignored_options(dataset, options)
 
 
 def _check_rows(rows: np.ndarray, total: int, path: Path, field: str) -> np.ndarray:
@@ -65,7 +75,7 @@ def _check_split(split: int, count: int, path: Path, field: str) -> None:
 
 
 @register_dataset("pa100k", kind="attributes")
-def load_pa100k(root: str, verify_images: bool = False) -> AttributeDataset:
+def load_pa100k(root: str, verify_images: bool = False, **options: Any) -> AttributeDataset:
     """PA-100K (26 attributes; 80k/10k/10k) from ``annotation.mat``.
 
     Accepts the official layout ``PA-100K/{annotation/annotation.mat, release_data/release_data}``,
@@ -75,6 +85,7 @@ def load_pa100k(root: str, verify_images: bool = False) -> AttributeDataset:
     Args:
         root: The dataset folder or its parent.
         verify_images: Decode every image (cached) and drop (and count) unreadable ones.
+        **options: Options of other loaders; named in ``ignored_options`` and the summary.
 
     Raises:
         DatasetFormatError: Missing layout or image folder, or a key missing in the .mat.
@@ -96,12 +107,15 @@ def load_pa100k(root: str, verify_images: bool = False) -> AttributeDataset:
                                      f"{len(images)} images x {len(names)} attributes",
                                      field=f"{split}_label",
                                      expected="one row of 0/1 labels per image")
-        splits[split] = _records(image_dir, images, int8_labels(labels))
-    return _finish("pa100k", folder, splits, names, list(range(len(names))), 0, verify_images)
+        labels, _ = checked_labels(labels, mat_path, f"{split}_label", images, names)
+        splits[split] = _records(image_dir, images, labels)
+    return _finish("pa100k", folder, splits, names, list(range(len(names))), 0, verify_images,
+                   options)
 
 
 @register_dataset("peta", kind="attributes")
-def load_peta(root: str, split: int = 0, verify_images: bool = False) -> AttributeDataset:
+def load_peta(root: str, split: int = 0, verify_images: bool = False,
+              **options: Any) -> AttributeDataset:
     """PETA (19,000 images; 35 evaluated of 105 attributes) from ``PETA.mat``.
 
     ``PETA.mat`` holds a struct ``peta`` with ``data`` (19000 x 109: 4 metadata columns, then
@@ -113,6 +127,7 @@ def load_peta(root: str, split: int = 0, verify_images: bool = False) -> Attribu
         root: The ``PETA/`` folder or its parent.
         split: Which of the 5 partitions to use.
         verify_images: Decode every image (cached) and drop (and count) unreadable ones.
+        **options: Options of other loaders; named in ``ignored_options`` and the summary.
 
     Raises:
         DatasetFormatError: Missing layout, a missing key or field, or a bad split index.
@@ -131,8 +146,9 @@ def load_peta(root: str, split: int = 0, verify_images: bool = False) -> Attribu
     _check_rows(selected, len(names), mat_path, "peta.selected_attribute")
     _check_split(split, len(partitions), mat_path, "peta.partion_attribute")
     image_dir = first_existing(folder, ("images",), "PETA image folder")
-    labels = int8_labels(data[:, 4:])
     image_names = [f"{i + 1:05d}.png" for i in range(len(data))]
+    labels, _ = checked_labels(data[:, 4:], mat_path, "peta.data (after 4 metadata columns)",
+                               image_names, names)
     splits = {}
     for key in ("train", "val", "test"):
         field = f"peta.partion_attribute[{split}].{key}"
@@ -140,7 +156,8 @@ def load_peta(root: str, split: int = 0, verify_images: bool = False) -> Attribu
                                      f"peta.partion_attribute[{split}]"))
         splits[key] = _records(image_dir, image_names, labels,
                                _check_rows(rows, len(data), mat_path, field))
-    return _finish("peta", folder, splits, names, selected.tolist(), split, verify_images)
+    return _finish("peta", folder, splits, names, selected.tolist(), split, verify_images,
+                   options)
 
 
 def _binary_columns(data: np.ndarray) -> np.ndarray:
@@ -190,7 +207,8 @@ def _rap_v1(struct: Any, mat_path: Path, split: int) -> tuple[Any, ...]:
 
 
 @register_dataset("rap", kind="attributes")
-def load_rap(root: str, split: int = 0, verify_images: bool = False) -> AttributeDataset:
+def load_rap(root: str, split: int = 0, verify_images: bool = False,
+             **options: Any) -> AttributeDataset:
     """RAP v1 or RAP v2 from ``RAP_annotation/RAP_annotation.mat`` (detected from the struct).
 
     RAP v2 has named fields (``name``, ``data``, ``attribute``, ``selected_attribute``,
@@ -203,6 +221,7 @@ def load_rap(root: str, split: int = 0, verify_images: bool = False) -> Attribut
         root: The RAP folder (holding ``RAP_annotation/`` and ``RAP_dataset/``) or its parent.
         split: Which of the 5 partitions to use.
         verify_images: Decode every image (cached) and drop (and count) unreadable ones.
+        **options: Options of other loaders; named in ``ignored_options`` and the summary.
 
     Raises:
         DatasetFormatError: Missing layout, a missing key or field, or a bad split index.
@@ -226,10 +245,15 @@ def load_rap(root: str, split: int = 0, verify_images: bool = False) -> Attribut
         raise DatasetFormatError(mat_path, f"evaluated attributes with non-binary values: "
                                  f"{missing[:5]}", field="RAP_annotation.data",
                                  expected="labels 0, 1 or 2 (uncertain)")
-    labels = int8_labels(data[:, keep])
+    labels, uncertain = checked_labels(data[:, keep], mat_path, "RAP_annotation.data", images,
+                                       [names[i] for i in keep], unknown=(2,))
+    left_out = [names[i] for i in range(len(names)) if i not in column]
+    skipped = {"uncertain labels (2) read as unknown (-1)": uncertain,
+               f"non-label columns left out ({', '.join(left_out[:3])}"
+               f"{', ...' if len(left_out) > 3 else ''})": len(left_out)}
     image_dir = first_existing(folder, ("RAP_dataset", "images", "data"), "RAP image folder")
     splits = {key: _records(image_dir, images, labels,
                             _check_rows(r, len(images), mat_path, f"partition[{split}].{key}"))
               for key, r in rows.items()}
     return _finish("rap", folder, splits, [names[i] for i in keep],
-                   [column[i] for i in selected], split, verify_images)
+                   [column[i] for i in selected], split, verify_images, options, skipped)

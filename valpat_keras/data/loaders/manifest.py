@@ -13,7 +13,15 @@ Registered as ``manifest`` and, as an alias, ``folder``. One row per image:
 - captions (``kind="text"``): CSV columns ``caption``, ``caption_1``, ``caption_2``, ... (one
   caption per non-empty cell); JSONL ``"caption": str`` or ``"captions": [str, ...]``.
 - attributes (``kind="attributes"``): CSV columns ``attr:<name>``; JSONL an ``"attributes"``
-  dict ``{name: value}``. Values 1, 0 or -1 (unknown); an empty cell or a missing name is -1.
+  dict ``{name: value}``. Values 1, 0 or -1 (unknown); an empty cell or a missing name is -1
+  (counted as unknown labels in ``skipped``); any other value is an error naming the line, the
+  column and the value. The names are declared by an ``attribute_names.txt`` next to the
+  manifest (one per line) or the ``attribute_names`` option; without either a name spelt like
+  a public one (PA-100K, PETA) in another case, or close to one, is refused as a misspelling.
+
+Nothing is dropped silently: for ``kind="text"`` an empty or whitespace-only caption is left out
+and a row with no caption left is dropped, both counted in ``skipped``; unreadable images are
+dropped and counted with ``verify_images``.
 
 Example ``manifest.csv``::
 
@@ -35,13 +43,21 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from valpat_keras.data.errors import DatasetFormatError
-from valpat_keras.data.loaders._common import drop_unreadable, existing_dir, relabel
+from valpat_keras.data.loaders._common import (
+    check_attribute_name,
+    declared_attribute_names,
+    drop_unreadable,
+    find_manifest,
+    relabel,
+)
+from valpat_keras.data.loaders.text import count_blank_captions
 from valpat_keras.data.records import (
     AttributeDataset,
     AttributeRecord,
@@ -50,7 +66,9 @@ from valpat_keras.data.records import (
     TextDataset,
     TextRecord,
 )
-from valpat_keras.data.registry import register_dataset
+from valpat_keras.data.registry import note_ignored_options, register_dataset
+
+__all__ = ["load_manifest"]
 
 _SPLITS = {"reid": ("train", "query", "gallery"), "attributes": ("train", "val", "test"),
            "text": ("train", "val", "test")}
@@ -58,16 +76,9 @@ _ATTRIBUTE_PREFIX = "attr:"
 
 
 def _manifest_path(root: str) -> Path:
-    path = Path(root).expanduser().absolute()
-    if path.is_file():
-        return path
-    folder = existing_dir(path, "manifest")
-    for name in ("manifest.csv", "manifest.jsonl"):
-        if (folder / name).is_file():
-            return folder / name
-    raise DatasetFormatError(folder / "manifest.csv", "manifest not found",
-                             expected="a .csv or .jsonl manifest file, or a folder holding "
-                             "manifest.csv or manifest.jsonl")
+    return find_manifest(root, ("manifest.csv", "manifest.jsonl"), "manifest",
+                         "a .csv or .jsonl manifest file, or a folder holding manifest.csv or "
+                         "manifest.jsonl")
 
 
 def _integer(value: Any, path: Path, where: str, field: str) -> int:
@@ -147,7 +158,8 @@ def _hold_out(groups: list[Any], fraction: float, seed: int) -> set[Any]:
 
 @register_dataset("manifest", kind="reid")
 def load_manifest(root: str, kind: str = "reid", test_fraction: float = 0.0, seed: int = 0,
-                  verify_images: bool = False) -> ReIDDataset | AttributeDataset | TextDataset:
+                  verify_images: bool = False, attribute_names: Sequence[str] | None = None,
+                  **options: Any) -> ReIDDataset | AttributeDataset | TextDataset:
     """Your own data from a CSV or JSON Lines manifest (see the module docstring for columns).
 
     Args:
@@ -160,13 +172,17 @@ def load_manifest(root: str, kind: str = "reid", test_fraction: float = 0.0, see
             attributes. 0 keeps everything in train.
         seed: Seed of that hold-out.
         verify_images: Decode every image (cached) and drop (and count) unreadable ones.
+        attribute_names: The valid attribute names (default: ``attribute_names.txt`` next to
+            the manifest, else the names the manifest uses, checked for misspellings).
+        **options: Options of other loaders; named in ``ignored_options`` and the summary.
 
     Returns:
-        The dataset of the requested kind.
+        The dataset of the requested kind; ``skipped`` counts what was left out.
 
     Raises:
         DatasetFormatError: A missing manifest or column, a value that is not an integer, an
-            unknown split, a text row without captions or an attribute value not in 1/0/-1.
+            unknown split, no row with a caption for ``kind="text"``, an attribute value not
+            in 1/0/-1 or a misspelt attribute name (with the closest valid names).
 
     Example:
 
@@ -183,35 +199,79 @@ def load_manifest(root: str, kind: str = "reid", test_fraction: float = 0.0, see
     rows = _read_csv(path) if path.suffix.lower() == ".csv" else _read_jsonl(path)
     if not rows:
         raise DatasetFormatError(path, "no rows", expected="one row per image")
-    base = path.parent
     has_split = any("split" in row for _, row in rows)
     has_camid = any("camid" in row for _, row in rows)
-    names: list[str] = []
     for where, row in rows:
-        if "path" not in row:
-            raise DatasetFormatError(path, f"{where} has no path", field="path",
-                                     expected="an image path on every row")
-        row["path"] = str(base / row["path"])
-        if kind != "attributes" or "pid" in row:
-            row["pid"] = _integer(row.get("pid"), path, where, "pid")
-        row["camid"] = _integer(row["camid"], path, where, "camid") if has_camid else 0
-        split = row.get("split", "train" if not has_split else None)
-        if split not in _SPLITS[kind]:
-            raise DatasetFormatError(path, f"{where}: split {split!r}", field="split",
-                                     expected=f"one of {', '.join(_SPLITS[kind])} for "
-                                     f"kind={kind!r}")
-        row["split"] = split
-        names += [n for n in row["attributes"] if n not in names]
-        if kind == "text" and not row["captions"]:
-            raise DatasetFormatError(path, f"{where} has no caption", field="captions",
-                                     expected="at least one caption per image for kind='text'")
+        _normalise_row(row, path, where, kind, has_split, has_camid)
     if not has_split:
         _assign_hold_out(rows, kind, test_fraction, seed)
-    builder = {"reid": _build_reid, "attributes": _build_attributes, "text": _build_text}[kind]
-    return builder(path, rows, names, has_camid, verify_images)
+    skipped: dict[str, int] = {}
+    if kind == "attributes":
+        declared = declared_attribute_names(path) if attribute_names is None \
+            else [str(n) for n in attribute_names]
+        dataset = _build_attributes(path, rows, _attribute_names(path, rows, declared),
+                                    verify_images, skipped)
+    elif kind == "text":
+        dataset = _build_text(path, _with_captions(path, rows, skipped), verify_images, skipped)
+    else:
+        dataset = _build_reid(path, rows, has_camid, verify_images)
+    unused = {"attribute_names": attribute_names} if kind != "attributes" else {}
+    return note_ignored_options(dataset, {**unused, **options})
 
 
 register_dataset("folder", kind="reid")(load_manifest)
+
+
+def _normalise_row(row: dict[str, Any], path: Path, where: str, kind: str, has_split: bool,
+                   has_camid: bool) -> None:
+    """Resolves the path, parses pid / camid and checks the split of one row, in place."""
+    if "path" not in row:
+        raise DatasetFormatError(path, f"{where} has no path", field="path",
+                                 expected="an image path on every row")
+    row["path"] = str(path.parent / row["path"])
+    if kind != "attributes" or "pid" in row:
+        row["pid"] = _integer(row.get("pid"), path, where, "pid")
+    row["camid"] = _integer(row.get("camid"), path, where, "camid") if has_camid else 0
+    split = row.get("split", "train" if not has_split else None)
+    if split not in _SPLITS[kind]:
+        raise DatasetFormatError(path, f"{where}: split {split!r}", field="split",
+                                 expected=f"one of {', '.join(_SPLITS[kind])} for "
+                                 f"kind={kind!r}")
+    row["split"] = split
+
+
+def _attribute_names(path: Path, rows: list[tuple[str, dict[str, Any]]],
+                     declared: list[str] | None) -> list[str]:
+    """The attribute columns: the declared names, else those used; misspellings refused."""
+    first_seen: dict[str, str] = {}
+    for where, row in rows:
+        for name in row["attributes"]:
+            first_seen.setdefault(name, where)
+    used = list(first_seen)
+    csv_file = path.suffix.lower() == ".csv"
+    for name, where in first_seen.items():
+        field = f"{_ATTRIBUTE_PREFIX}{name}" if csv_file else f"attributes.{name}"
+        check_attribute_name(name, declared, used, path, "header" if csv_file else where, field)
+    return used if declared is None else declared
+
+
+def _with_captions(path: Path, rows: list[tuple[str, dict[str, Any]]],
+                   skipped: dict[str, int]) -> list[tuple[str, dict[str, Any]]]:
+    """The rows with at least one non-blank caption; blank captions and bare rows counted."""
+    kept = []
+    for where, row in rows:
+        row["captions"] = count_blank_captions(row["captions"], row["split"], skipped)
+        if row["captions"]:
+            kept.append((where, row))
+        else:
+            key = f"{row['split']} images without a caption"
+            skipped[key] = skipped.get(key, 0) + 1
+    if not kept:
+        raise DatasetFormatError(path, f"none of the {len(rows)} rows has a caption",
+                                 field="captions",
+                                 expected="at least one non-blank caption per image for "
+                                 "kind='text'")
+    return kept
 
 
 def _assign_hold_out(rows: list[tuple[str, dict[str, Any]]], kind: str, fraction: float,
@@ -232,23 +292,31 @@ def _assign_hold_out(rows: list[tuple[str, dict[str, Any]]], kind: str, fraction
             row["split"] = "test" if kind == "text" else ("query" if index == 0 else "gallery")
 
 
-def _drop(name: str, splits: dict[str, list[Any]], verify: bool) -> dict[str, int]:
-    skipped = {}
+def _drop(splits: dict[str, list[Any]], verify: bool, skipped: dict[str, int]) -> None:
+    """Drops (and counts in ``skipped``) unreadable images of every split, in place."""
     for split, records in splits.items():
-        splits[split], dropped = drop_unreadable(records, verify, f"{name} {split}: ")
+        splits[split], dropped = drop_unreadable(records, verify, f"manifest {split}: ")
         if dropped:
             skipped[f"unreadable {split} images"] = dropped
-    return skipped
 
 
-def _build_reid(path: Path, rows: list[tuple[str, dict[str, Any]]], names: list[str],
-                has_camid: bool, verify: bool) -> ReIDDataset:
-    labels = relabel(r["pid"] for _, r in rows if r["split"] == "train")
-    splits: dict[str, list[ReIDRecord]] = {s: [] for s in _SPLITS["reid"]}
+def _records_by_split(kind: str, rows: list[tuple[str, dict[str, Any]]], make
+                      ) -> dict[str, list[Any]]:
+    """``make(row, pid)`` per row into its split; train pids relabelled 0..N-1."""
+    labels = relabel(r["pid"] for _, r in rows if r["split"] == "train" and "pid" in r)
+    splits: dict[str, list[Any]] = {s: [] for s in _SPLITS[kind]}
     for _, row in rows:
-        pid = labels[row["pid"]] if row["split"] == "train" else row["pid"]
-        splits[row["split"]].append(ReIDRecord(row["path"], pid, row["camid"]))
-    skipped = _drop("manifest", splits, verify)
+        pid = labels[row["pid"]] if row["split"] == "train" and "pid" in row else row.get("pid")
+        splits[row["split"]].append(make(row, pid))
+    return splits
+
+
+def _build_reid(path: Path, rows: list[tuple[str, dict[str, Any]]], has_camid: bool,
+                verify: bool) -> ReIDDataset:
+    splits = _records_by_split("reid", rows,
+                               lambda row, pid: ReIDRecord(row["path"], pid, row["camid"]))
+    skipped: dict[str, int] = {}
+    _drop(splits, verify, skipped)
     dataset = ReIDDataset("manifest", str(path), splits["train"], splits["query"],
                           splits["gallery"], skipped)
     if has_camid:
@@ -257,34 +325,39 @@ def _build_reid(path: Path, rows: list[tuple[str, dict[str, Any]]], names: list[
     return dataset
 
 
+def _attribute_vector(row: dict[str, Any], names: list[str], path: Path, where: str
+                      ) -> np.ndarray:
+    vector = np.full(len(names), -1, dtype=np.int8)
+    for name, value in row["attributes"].items():
+        value = _integer(value, path, where, f"attr:{name}")
+        if value not in (-1, 0, 1):
+            raise DatasetFormatError(path, f"{where}: attribute {name} is {value}",
+                                     field=f"attr:{name}", expected="1, 0 or -1 (unknown)")
+        vector[names.index(name)] = value
+    return vector
+
+
 def _build_attributes(path: Path, rows: list[tuple[str, dict[str, Any]]], names: list[str],
-                      has_camid: bool, verify: bool) -> AttributeDataset:
+                      verify: bool, skipped: dict[str, int]) -> AttributeDataset:
     if not names:
         raise DatasetFormatError(path, "no attribute columns", field="attr:<name>",
                                  expected="CSV columns 'attr:<name>' or a JSONL 'attributes' "
                                  "object for kind='attributes'")
-    splits: dict[str, list[AttributeRecord]] = {s: [] for s in _SPLITS["attributes"]}
-    for where, row in rows:
-        vector = np.full(len(names), -1, dtype=np.int8)
-        for name, value in row["attributes"].items():
-            value = _integer(value, path, where, f"attr:{name}")
-            if value not in (-1, 0, 1):
-                raise DatasetFormatError(path, f"{where}: attribute {name} is {value}",
-                                         field=f"attr:{name}", expected="1, 0 or -1 (unknown)")
-            vector[names.index(name)] = value
-        splits[row["split"]].append(AttributeRecord(row["path"], vector))
-    skipped = _drop("manifest", splits, verify)
+    vectors = {id(row): _attribute_vector(row, names, path, where) for where, row in rows}
+    unknown = int(sum((v == -1).sum() for v in vectors.values()))
+    if unknown:
+        skipped["attribute labels -1, empty or not given (unknown)"] = unknown
+    splits = _records_by_split("attributes", rows,
+                               lambda row, _: AttributeRecord(row["path"], vectors[id(row)]))
+    _drop(splits, verify, skipped)
     return AttributeDataset("manifest", str(path), splits["train"], splits["val"],
                             splits["test"], names, list(range(len(names))), 0, skipped)
 
 
-def _build_text(path: Path, rows: list[tuple[str, dict[str, Any]]], names: list[str],
-                has_camid: bool, verify: bool) -> TextDataset:
-    labels = relabel(r["pid"] for _, r in rows if r["split"] == "train")
-    splits: dict[str, list[TextRecord]] = {s: [] for s in _SPLITS["text"]}
-    for _, row in rows:
-        pid = labels[row["pid"]] if row["split"] == "train" else row["pid"]
-        splits[row["split"]].append(TextRecord(row["path"], pid, tuple(row["captions"])))
-    skipped = _drop("manifest", splits, verify)
+def _build_text(path: Path, rows: list[tuple[str, dict[str, Any]]], verify: bool,
+                skipped: dict[str, int]) -> TextDataset:
+    splits = _records_by_split("text", rows,
+                               lambda row, pid: TextRecord(row["path"], pid, row["captions"]))
+    _drop(splits, verify, skipped)
     return TextDataset("manifest", str(path), splits["train"], splits["val"], splits["test"],
                        skipped)

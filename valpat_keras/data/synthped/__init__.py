@@ -38,13 +38,14 @@ from valpat_keras.data.synthped.writers import (
     SynthPedConfig,
     SynthPedInfo,
     build_identities,
+    ensure_synthped,
     write_synthped,
 )
 
 __all__ = [
     "ATTRIBUTE_WORDS", "PRETRAIN_FORMAT", "SETS", "VIEWS", "Camera", "Identity", "Shot",
     "SynthPedConfig", "SynthPedImage", "SynthPedInfo", "attribute_vector", "build_identities",
-    "default_cameras", "describe", "generate_arrays", "generate_identity_images",
+    "default_cameras", "describe", "ensure_synthped", "generate_arrays", "generate_identity_images",
     "plot_identity_grid", "render", "render_sample", "sample_camera", "sample_identity",
     "sample_shot", "visible_features", "write_synthped",
 ]

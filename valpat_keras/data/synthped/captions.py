@@ -13,6 +13,8 @@ import numpy as np
 
 from valpat_keras.data.synthped.identity import Identity, visible_features
 
+__all__ = ["ATTRIBUTE_WORDS", "describe"]
+
 #: Words that appear in a caption iff the PA-100K attribute is 1 for the image (whole-word,
 #: case-insensitive). Used by the tests and handy for checking caption/label agreement.
 ATTRIBUTE_WORDS: dict[str, tuple[str, ...]] = {
@@ -113,22 +115,33 @@ def describe(identity: Identity, view: str, rng: np.random.Generator, num_captio
 
 def _caption(p: Identity, view: str, rng: np.random.Generator, template: int,
              feet_visible: bool) -> str:
+    # The random draws happen in this order (subject, clothes, view, extras, their order):
+    # SynthPed's captions for a seed depend on it.
     seen = visible_features(p, view, feet_visible)
     he = "she" if p.female else "he"
     his = "her" if p.female else "his"
     noun = _pick(rng, _SUBJECTS[(p.female, p.age)])
-    subject = _article(noun)
-
     # Short hair under a hat is hidden; long hair still shows.
     hair = None
     if p.hair_long or not p.hat:
         hair = f"{'long' if p.hair_long else 'short'} {p.hair_color} hair"
+    upper, lower, shoes = _clothes(p, seen, rng)
+    view_phrase = _pick(rng, _VIEW[view]) if rng.random() < 0.5 else ""
+    head = _head(p, template, noun, hair, (upper, lower, shoes), view_phrase, he, his)
+    extras = _extras(p, seen, rng)
+    order = rng.permutation(len(extras))
+    text = [_sentence(head)] + [
+        _sentence(extras[i].replace("{he}", he).replace("{his}", his)) for i in order]
+    return " ".join(text)
 
+
+def _clothes(p: Identity, seen: dict[str, bool], rng: np.random.Generator
+             ) -> tuple[str, str, str | None]:
+    """The upper garment (with its article), the lower garment and the shoes if visible."""
     upper = _pick(rng, _UPPER[p.upper_type]).format(c=p.upper_color)
     pattern = p.upper_pattern
     if pattern in ("stripes", "plaid", "splice") or (pattern == "logo" and seen["logo"]):
         upper += _pick(rng, _UPPER_PATTERN[pattern]).format(p=p.pattern_color)
-    upper = _article(upper)
     lower = _pick(rng, _LOWER[p.lower_type]).format(c=p.lower_color)
     if p.lower_pattern != "plain":
         key = (p.lower_pattern, p.lower_type == "skirt")
@@ -136,24 +149,34 @@ def _caption(p: Identity, view: str, rng: np.random.Generator, template: int,
     shoes = None
     if seen["shoes"]:
         shoes = _pick(rng, _BOOTS if p.boots else _SHOES).format(c=p.shoe_color)
+    return _article(upper), lower, shoes
+
+
+def _head(p: Identity, template: int, noun: str, hair: str | None,
+          garments: tuple[str, str, str | None], view_phrase: str, he: str, his: str) -> str:
+    """The first sentence (no random draws): who, hair and clothes in one of four templates."""
+    upper, lower, shoes = garments
+    subject = _article(noun)
     clothes = [upper, lower] + ([shoes] if shoes else [])
-    view_phrase = _pick(rng, _VIEW[view]) if rng.random() < 0.5 else ""
-
     if template == 0:
-        head = f"{subject}{' with ' + hair if hair else ''} wears {_join(clothes)}."
-    elif template == 1:
-        head = f"{subject}{view_phrase}{' with ' + hair if hair else ''} is wearing {_join(clothes)}."
-    elif template == 2:
+        return f"{subject}{' with ' + hair if hair else ''} wears {_join(clothes)}."
+    if template == 1:
+        return (f"{subject}{view_phrase}{' with ' + hair if hair else ''} is wearing "
+                f"{_join(clothes)}.")
+    if template == 2:
         hair_part = f"has {hair} and " if hair else ""
-        head = f"this {noun} {hair_part}is dressed in {_join(clothes)}."
-    else:
-        head = f"{subject} in {_join([upper, lower])}{view_phrase}."
-        if shoes:
-            head += f" {_sentence(he)} has {shoes} on."
-        if hair:
-            length = "long" if p.hair_long else "short"
-            head += f" {_sentence(his)} hair is {length} and {p.hair_color}."
+        return f"this {noun} {hair_part}is dressed in {_join(clothes)}."
+    head = f"{subject} in {_join([upper, lower])}{view_phrase}."
+    if shoes:
+        head += f" {_sentence(he)} has {shoes} on."
+    if hair:
+        length = "long" if p.hair_long else "short"
+        head += f" {_sentence(his)} hair is {length} and {p.hair_color}."
+    return head
 
+
+def _extras(p: Identity, seen: dict[str, bool], rng: np.random.Generator) -> list[str]:
+    """Sentences on glasses, hat, bag and a held object ({he}/{his} still to fill in)."""
     extras = []
     if seen["glasses"]:
         extras.append(_pick(rng, ("{he} wears glasses.", "{he} has glasses on.",
@@ -176,7 +199,4 @@ def _caption(p: Identity, view: str, rng: np.random.Generator, template: int,
         extras.append(_pick(rng, ("{he} is holding a {c} box in front of {his} body.",
                                   "{he} holds something {c} in front of {his} chest."))
                       .replace("{c}", p.held_color))
-    order = rng.permutation(len(extras))
-    text = [_sentence(head)] + [
-        _sentence(extras[i].replace("{he}", he).replace("{his}", his)) for i in order]
-    return " ".join(text)
+    return extras

@@ -10,6 +10,7 @@ the renderer and the caption generator use the same rules, so labels, pixels and
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 
@@ -175,12 +176,26 @@ def sample_identity(rng: np.random.Generator, difficulty: float = 0.5, uid: int 
         raise ValueError(f"difficulty must be in [0, 1], got {difficulty}")
     d = float(difficulty)
     colors = list(COLORS)[: _vocab_size(len(COLORS), d, 3)]
-    n_color = len(colors)
 
     def color() -> tuple[str, RGB]:
-        name = _choice(rng, colors, n_color)
+        name = _choice(rng, colors, len(colors))
         return name, _jitter(COLORS[name], rng, 10.0 + 8.0 * d)
 
+    # The draws happen in this order (body, clothes, accessories, fine detail): SynthPed's
+    # output for a seed depends on it.
+    body = _sample_body(rng, d)
+    clothes = _sample_clothes(rng, d, body["female"], colors, color)
+    accessories = _sample_accessories(rng, d, color)
+    detail = {"stripe_period": float(rng.uniform(0.035, 0.07)),
+              "logo_shape": _choice(rng, LOGO_SHAPES, 3),
+              "logo_pos": (float(rng.uniform(0.3, 0.7)), float(rng.uniform(0.25, 0.55))),
+              "splice_ratio": float(rng.uniform(0.35, 0.65))}
+    return Identity(uid=int(uid), **body, **clothes, **accessories, **detail,
+                    stride=float(rng.uniform(0.05, 0.12)))
+
+
+def _sample_body(rng: np.random.Generator, d: float) -> dict:
+    """Sex, age, proportions, skin and hair."""
     female = bool(rng.random() < 0.5)
     age = _category(rng, AGE_GROUPS, _vocab_size(3, d, 2)) if rng.random() < 0.35 else "18-60"
     if age == "less18":
@@ -194,28 +209,47 @@ def sample_identity(rng: np.random.Generator, difficulty: float = 0.5, uid: int 
     hair_long = bool(rng.random() < (0.75 if female else 0.1))
     hair_names = ["grey", "black"] if age == "over60" else ["black", "brown", "blond"]
     hair_color = hair_names[int(rng.integers(_vocab_size(len(hair_names), d, 1)))]
-    hair_rgb = _jitter(HAIR_COLORS[hair_color], rng, 8.0)
+    return {"female": female, "age": age, "height": float(height), "width": float(width),
+            "head_size": float(head), "skin": skin, "hair_long": hair_long,
+            "hair_color": hair_color, "hair_rgb": _jitter(HAIR_COLORS[hair_color], rng, 8.0)}
 
+
+def _other_color(rng: np.random.Generator, colors: list[str], name: str, rgb: RGB,
+                 garment: str) -> tuple[str, RGB]:
+    """A pattern colour: the next name when it equals the garment's (it would not show)."""
+    if name != garment:
+        return name, rgb
+    name = colors[(colors.index(garment) + 1) % len(colors)]
+    return name, _jitter(COLORS[name], rng, 10.0)
+
+
+def _sample_clothes(rng: np.random.Generator, d: float, female: bool, colors: list[str],
+                    color: Callable[[], tuple[str, RGB]]) -> dict:
+    """Upper and lower garments with their patterns, and the shoes."""
     upper_type = _category(rng, UPPER_TYPES, _vocab_size(3, d, 2))
     upper_color, upper_rgb = color()
     upper_pattern = _category(rng, UPPER_PATTERNS, _vocab_size(5, d, 2))
-    pattern_color, pattern_rgb = color()
-    if pattern_color == upper_color:
-        # A pattern in the garment's own colour would be invisible; take the next name.
-        pattern_color = colors[(colors.index(upper_color) + 1) % n_color]
-        pattern_rgb = _jitter(COLORS[pattern_color], rng, 10.0)
+    pattern_color, pattern_rgb = _other_color(rng, colors, *color(), upper_color)
     lower_types = LOWER_TYPES if female else LOWER_TYPES[:2]
     lower_type = _category(rng, lower_types, _vocab_size(len(lower_types), d, 1))
     lower_color, lower_rgb = color()
     lower_pattern = "plain"
     if rng.random() < 0.4:
         lower_pattern = _category(rng, LOWER_PATTERNS, _vocab_size(3, d, 2))
-    lower_pattern_color, lower_pattern_rgb = color()
-    if lower_pattern_color == lower_color:
-        lower_pattern_color = colors[(colors.index(lower_color) + 1) % n_color]
-        lower_pattern_rgb = _jitter(COLORS[lower_pattern_color], rng, 10.0)
+    lower_pattern_color, lower_pattern_rgb = _other_color(rng, colors, *color(), lower_color)
     boots = bool(rng.random() < (0.25 if female else 0.12))
     shoe_color, shoe_rgb = color()
+    return {"upper_type": upper_type, "upper_color": upper_color, "upper_rgb": upper_rgb,
+            "upper_pattern": upper_pattern, "pattern_color": pattern_color,
+            "pattern_rgb": pattern_rgb, "lower_type": lower_type, "lower_color": lower_color,
+            "lower_rgb": lower_rgb, "lower_pattern": lower_pattern,
+            "lower_pattern_color": lower_pattern_color, "lower_pattern_rgb": lower_pattern_rgb,
+            "boots": boots, "shoe_color": shoe_color, "shoe_rgb": shoe_rgb}
+
+
+def _sample_accessories(rng: np.random.Generator, d: float,
+                        color: Callable[[], tuple[str, RGB]]) -> dict:
+    """Hat, glasses, bag and a held object, rarer at higher difficulty."""
     accessory_p = 0.3 * (1.0 - 0.5 * d)
     hat = bool(rng.random() < accessory_p)
     hat_color, hat_rgb = color()
@@ -224,22 +258,9 @@ def sample_identity(rng: np.random.Generator, difficulty: float = 0.5, uid: int 
     bag_color, bag_rgb = color()
     holding = bool(rng.random() < accessory_p)
     held_color, held_rgb = color()
-    return Identity(
-        uid=int(uid), female=female, age=age, height=float(height), width=float(width),
-        head_size=float(head), skin=skin, hair_long=hair_long, hair_color=hair_color,
-        hair_rgb=hair_rgb, upper_type=upper_type, upper_color=upper_color, upper_rgb=upper_rgb,
-        upper_pattern=upper_pattern, pattern_color=pattern_color, pattern_rgb=pattern_rgb,
-        stripe_period=float(rng.uniform(0.035, 0.07)),
-        logo_shape=_choice(rng, LOGO_SHAPES, 3),
-        logo_pos=(float(rng.uniform(0.3, 0.7)), float(rng.uniform(0.25, 0.55))),
-        splice_ratio=float(rng.uniform(0.35, 0.65)), lower_type=lower_type,
-        lower_color=lower_color, lower_rgb=lower_rgb, lower_pattern=lower_pattern,
-        lower_pattern_color=lower_pattern_color, lower_pattern_rgb=lower_pattern_rgb,
-        boots=boots, shoe_color=shoe_color, shoe_rgb=shoe_rgb, hat=hat, hat_color=hat_color,
-        hat_rgb=hat_rgb, glasses=glasses, bag=bag, bag_color=bag_color, bag_rgb=bag_rgb,
-        holding=holding, held_color=held_color, held_rgb=held_rgb,
-        stride=float(rng.uniform(0.05, 0.12)),
-    )
+    return {"hat": hat, "hat_color": hat_color, "hat_rgb": hat_rgb, "glasses": glasses,
+            "bag": bag, "bag_color": bag_color, "bag_rgb": bag_rgb, "holding": holding,
+            "held_color": held_color, "held_rgb": held_rgb}
 
 
 def visible_features(identity: Identity, view: str, feet_visible: bool = True) -> dict[str, bool]:

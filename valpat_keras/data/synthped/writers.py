@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import shutil
 from collections.abc import Callable
@@ -505,3 +506,51 @@ def write_synthped(out_dir: str | Path, config: SynthPedConfig | None = None,
     (out / "synthped.json").write_text(json.dumps(payload, indent=1) + "\n")
     return SynthPedInfo(root=str(out), config=config, counts=counts,
                         paths={k: str(out / v) for k, v in paths.items()}, identity_uids=uids)
+
+
+def ensure_synthped(out_dir: str | Path, config: SynthPedConfig | None = None,
+                    progress: Callable[[str], None] | None = print) -> SynthPedInfo:
+    """SynthPed for ``config`` in ``out_dir``: reused when already written, else generated.
+
+    The one place commands, the demo and the notebooks turn "no data given" into data. A
+    SynthPed folder written with another config is replaced; generation goes to a temporary
+    sibling folder renamed into place, so an interrupted run never leaves a half-written set
+    that a later run would reuse.
+
+    Args:
+        out_dir: The SynthPed folder.
+        config: What to generate; ``SynthPedConfig()`` when None.
+        progress: Called with one line when generating (``None``: silent).
+
+    Returns:
+        The `SynthPedInfo` of ``out_dir``.
+
+    Raises:
+        FileExistsError: ``out_dir`` is a non-empty folder SynthPed did not write (it is
+            never deleted).
+    """
+    config = config or SynthPedConfig()
+    out = Path(out_dir)
+    written = out / "synthped.json"
+    if written.is_file():
+        try:
+            same = json.loads(written.read_text()).get("config") == config.to_dict()
+        except (OSError, ValueError):
+            same = False
+        if same:
+            return SynthPedInfo.load(out)
+    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+        # Only a folder SynthPed wrote (it holds synthped.json) is ever replaced.
+        raise FileExistsError(f"{out} exists, is not empty and holds no synthped.json; "
+                              "choose an empty or new folder")
+    if progress is not None:
+        progress(f"generating SynthPed (seed {config.seed}) into {out}")
+    partial = out.with_name(f"{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    write_synthped(partial, config)
+    if out.exists():
+        stale = out.with_name(f"{out.name}.old-{os.getpid()}")
+        os.replace(out, stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    os.replace(partial, out)
+    return SynthPedInfo.load(out)

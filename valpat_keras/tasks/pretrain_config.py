@@ -1,0 +1,150 @@
+"""`PretrainConfig`: every setting of a VAL-PAT pretraining run (what `pretrain` takes).
+
+This module imports no Keras, so a command can build the config while it parses its
+arguments, before the backend is chosen. `valpat_keras.tasks.pretraining` re-exports it.
+
+Example:
+
+```python
+config = PretrainConfig(encoder_config="tiny", steps=600, batch_size=32, image_size=(64, 32))
+pretrain(data, "runs/pretrain", config)
+PretrainConfig.from_file("recipes/pretrain_r50.yaml")  # the same fields in a file
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from valpat_keras.errors import InputError
+from valpat_keras.tasks.run_config import RunConfig
+
+#: Named pretraining configurations: encoder sizes, head widths and default sizes.
+PRETRAIN_CONFIGS: dict[str, dict[str, Any]] = {
+    "tiny": {"image": "tiny", "text": "tiny", "embedding_dim": 128, "ssl_dim": 128,
+             "ssl_hidden_dim": 512, "queue_size": 4096, "image_size": (128, 64)},
+    "resnet50": {"image": "resnet50", "text": "base", "embedding_dim": 256, "ssl_dim": 256,
+                 "ssl_hidden_dim": 2048, "queue_size": 65536, "image_size": (256, 128)},
+    "vit": {"image": "vit_small", "text": "base", "embedding_dim": 256, "ssl_dim": 256,
+            "ssl_hidden_dim": 2048, "queue_size": 65536, "image_size": (256, 128)},
+}
+
+#: Keywords of the old `pretrain` signature that are named differently here.
+RENAMED: dict[str, str] = {"config": "encoder_config"}
+
+#: Fields that change how a run is shown or checkpointed, not what it trains (left out of the
+#: cache key: a resumed run equals an uninterrupted one whatever the checkpoint interval).
+DISPLAY_ONLY: tuple[str, ...] = ("verbose", "checkpoint_every_steps")
+
+
+@dataclasses.dataclass
+class PretrainConfig(RunConfig):
+    """The settings of one pretraining run; checked when built (`InputError` if invalid).
+
+    Attributes:
+        encoder_config: ``"tiny"``, ``"resnet50"`` or ``"vit"``: the encoders' and heads'
+            sizes (see `PRETRAIN_CONFIGS`; the old ``config=`` keyword of `pretrain`, named
+            as in the transfers' run configs).
+        objectives: Objectives to train among ``ssl``, ``itc``, ``attr``; ones the data
+            cannot support (no captions / attributes) are switched off with a warning.
+        loss_weights: Weight per objective (default 1; 0 switches it off).
+        epochs: Passes over the data (default 1 when ``steps`` is not given either).
+        steps: Optimiser steps instead of epochs (exact; logged in epochs of one pass).
+        batch_size: Images per step; must divide the queue size.
+        image_size: (height, width); the encoder config's default when None.
+        seed: Seed of SynthPed, shuffling, augmentation and weight initialisation.
+        queue_size: MoCo queue length; None: the encoder config's, capped at a quarter of the
+            images (`default_queue_size`); 0: in-batch negatives only.
+        learning_rate: AdamW learning rate.
+        mixed_precision: None, ``"mixed_bfloat16"`` or ``"mixed_float16"`` (global policy
+            during the run; losses stay float32).
+        momentum: Key encoder EMA momentum; None picks it from the run length
+            (`default_momentum`: 0.99 for a few hundred steps, up to 0.999).
+        momentum_schedule: Raise the momentum to 1 along a half cosine over the run.
+        vocabulary_size: Upper bound of the WordPiece vocabulary.
+        sequence_length: Caption length in tokens.
+        augment: The two views' augmentation: ``"reid"`` (crop and flip:
+            `reid_ssl_view_augment`, which keeps clothing colour), ``"moco_v2"`` or
+            True (MoCo v2's, with hue, saturation, grayscale and blur), False (plain resized
+            images).
+        synthped_preset: SynthPed size generated when no data is given.
+        verbose: Keras ``fit`` verbosity (1: progress bar with ETA).
+        checkpoint_every_steps: Write a step checkpoint (``RUN_DIR/checkpoints/``, for
+            resuming) every this many optimiser steps; None: every 10 minutes. Checkpoints
+            are also written at each epoch end and at the end of training. A resumed run
+            equals an uninterrupted one whatever the interval.
+    """
+
+    encoder_config: str = "tiny"
+    objectives: tuple[str, ...] = ("ssl", "itc", "attr")
+    loss_weights: dict[str, float] | None = None
+    epochs: int | None = None
+    steps: int | None = None
+    batch_size: int = 32
+    image_size: tuple[int, int] | None = None
+    seed: int = 0
+    queue_size: int | None = None
+    learning_rate: float = 1e-3
+    mixed_precision: str | None = None
+    momentum: float | None = None
+    momentum_schedule: bool = False
+    vocabulary_size: int = 2000
+    sequence_length: int = 32
+    augment: bool | str = "reid"
+    synthped_preset: str = "small"
+    verbose: int | str = 1
+    checkpoint_every_steps: int | None = None
+
+    def __post_init__(self):
+        self.objectives = tuple(self.objectives)
+        if self.image_size is not None:
+            self.image_size = tuple(int(v) for v in self.image_size)
+        if self.loss_weights is not None:
+            self.loss_weights = {str(k): float(v) for k, v in dict(self.loss_weights).items()}
+        self.validate()
+
+    def validate(self) -> None:
+        """Checks the settings that need no data.
+
+        Raises:
+            InputError: Unknown encoder config, both epochs and steps, a non-positive size or a
+                queue that the batch size does not divide.
+        """
+        if self.encoder_config not in PRETRAIN_CONFIGS:
+            raise InputError(f"Unknown pretraining config {self.encoder_config!r}; choose one of "
+                             f"{sorted(PRETRAIN_CONFIGS)}")
+        if self.epochs is not None and self.steps is not None:
+            raise InputError("Give epochs or steps, not both.")
+        for name in ("batch_size", "epochs", "steps", "checkpoint_every_steps"):
+            value = getattr(self, name)
+            if value is not None and int(value) <= 0:
+                raise InputError(f"{name} must be a positive integer, got {value}")
+        if self.queue_size is not None and int(self.queue_size) % int(self.batch_size):
+            raise InputError(f"The queue size ({self.queue_size}) must be a multiple of the "
+                             f"batch size ({self.batch_size}): the queue is filled one batch "
+                             "at a time.")
+
+    @property
+    def preset(self) -> dict[str, Any]:
+        """The `PRETRAIN_CONFIGS` entry of ``encoder_config``."""
+        return PRETRAIN_CONFIGS[self.encoder_config]
+
+    @property
+    def resolved_image_size(self) -> tuple[int, int]:
+        """``image_size``, or the encoder config's default."""
+        return tuple(self.image_size or self.preset["image_size"])
+
+    @classmethod
+    def from_arguments(cls, arguments: Mapping[str, Any]) -> PretrainConfig:
+        """A config from keyword arguments of the old `pretrain` signature (no warning).
+
+        Args:
+            arguments: E.g. ``{"config": "tiny", "steps": 600}`` (``config`` is ``encoder_config``).
+        """
+        return cls.from_dict({RENAMED.get(k, k): v for k, v in arguments.items()})
+
+    def cache_fields(self) -> dict[str, Any]:
+        """`to_dict` without the display-only fields: what a cached run is keyed by."""
+        return {k: v for k, v in self.to_dict().items() if k not in DISPLAY_ONLY}
