@@ -56,6 +56,10 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_epochs: int) -
     parser.add_argument("--lr", type=positive_float, default=None, help="peak learning rate")
     parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="random seed (default 0)")
+    parser.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="STEPS",
+                        help="write a step checkpoint to RUN_DIR/checkpoints every STEPS "
+                             "optimiser steps (default: every 10 minutes, and at each epoch "
+                             "end); rerunning the same command resumes exactly")
     parser.add_argument("--synthped-preset", default="tiny",
                         help="SynthPed size preset for --data synthped (default tiny)")
 

@@ -71,6 +71,7 @@ def run_config_of(args: argparse.Namespace) -> AttributesRunConfig:
         label_smoothing=args.label_smoothing, seed=args.seed, zero_shot=args.zero_shot,
         freeze_batch_norm=args.freeze_bn, loss_weighting=args.loss_weighting,
         head_init=args.head_init, steps_per_epoch=args.steps_per_epoch,
+        checkpoint_every_steps=args.checkpoint_every,
         **{key: value for key, value in options.items() if value is not None})
 
 

@@ -103,7 +103,8 @@ def run_config(args: argparse.Namespace):
         warmup_epochs=args.warmup_epochs, freeze_backbone_epochs=args.freeze_backbone_epochs,
         validation_fraction=args.val_fraction, eval_every=args.eval_every,
         eval_batch_size=args.batch_size, eps=args.eps, min_samples=args.min_samples,
-        k1=args.k1, hard_memory_update=args.hard_memory, steps_per_epoch=args.steps_per_epoch)
+        k1=args.k1, hard_memory_update=args.hard_memory, steps_per_epoch=args.steps_per_epoch,
+        checkpoint_every_steps=args.checkpoint_every)
     return config.replace(learning_rate=args.lr) if args.lr else config
 
 

@@ -52,6 +52,7 @@ def run_config_of(args: argparse.Namespace) -> SearchRunConfig:
         init=init_of(args), encoder_config=args.config, text_config=args.text_config,
         epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
         loss_weights=args.loss_weights, seed=args.seed, steps_per_epoch=args.steps_per_epoch,
+        checkpoint_every_steps=args.checkpoint_every,
         **options)
 
 

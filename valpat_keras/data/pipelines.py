@@ -128,8 +128,14 @@ def _map_in_order(source: tf.data.Dataset, load: Callable[..., object], total: i
         with tf.control_dependencies([ok]):
             return tf.identity(position), element
 
-    return (loaded.concatenate(end).enumerate().map(check)
-            .filter(lambda position, _: position < total).map(lambda _, element: element))
+    dataset = (loaded.concatenate(end).enumerate().map(check)
+               .filter(lambda position, _: position < total).map(lambda _, element: element))
+    if total == _ENDLESS:
+        return dataset
+    # A finite pass holds exactly `total` elements (a gap stops it with the error above), and
+    # says so: Keras then knows the number of batches instead of warning "Your input ran out
+    # of data" at the end of every `predict` / `evaluate` over a pipeline.
+    return dataset.apply(tf.data.experimental.assert_cardinality(total))
 
 
 def filter_readable(paths: Sequence[str], context: str = "") -> tuple[np.ndarray, list[str]]:
@@ -212,6 +218,41 @@ def _stream_indices(num: int, seed: int, shuffle: bool, batch_size: int,
     return stream.skip(int(start_step) * batch_size).map(lambda _, pair: pair)
 
 
+def _resumable_batches(num: int, seed: int, shuffle: bool, batch_size: int,
+                       drop_remainder: bool, start_step: int, load: Callable[..., object],
+                       paths: Sequence[str], context: str) -> tf.data.Dataset:
+    """The batches ``.repeat()`` of a one-pass `_seeded_indices` pipeline yields, endless,
+    from batch ``start_step`` on (the ``start_step`` of `labeled_image_dataset` and
+    `text_image_dataset`); skipped batches are skipped by index, without loading.
+
+    Without ``drop_remainder`` each pass ends with its partial batch: the elements carry
+    their batch number and ``group_by_window`` closes each batch at its size.
+    """
+    if int(start_step) < 0:
+        raise ValueError(f"{context}: start_step must be >= 0, got {start_step}")
+    if drop_remainder:
+        source = _stream_indices(num, seed, shuffle, batch_size, True, start_step)
+        return _map_in_order(source, load, _ENDLESS, paths, context).batch(
+            batch_size, drop_remainder=True, num_parallel_calls=AUTOTUNE)
+    per_pass = -(-num // batch_size)
+    last = num - (per_pass - 1) * batch_size
+    passes, batch = divmod(int(start_step), per_pass)
+    stream = _seeded_indices(num, seed, shuffle).repeat().enumerate().skip(
+        passes * num + batch * batch_size)
+
+    def keyed(position, pair):
+        number = position // num * per_pass + position % num // batch_size
+        return number, load(*pair)
+
+    loaded = _map_in_order(stream, keyed, _ENDLESS, paths, context)
+    batches = loaded.group_by_window(
+        key_func=lambda number, _: number, reduce_func=lambda _, w: w.batch(batch_size),
+        window_size_func=lambda number: tf.where(
+            number % per_pass == per_pass - 1, tf.constant(last, tf.int64),
+            tf.constant(batch_size, tf.int64)))
+    return batches.map(lambda _, element: element)
+
+
 def _finish(dataset: tf.data.Dataset, batch_size: int, drop_remainder: bool
             ) -> tf.data.Dataset:
     """Batches and prefetches; small result sets still yield one (partial) batch."""
@@ -254,7 +295,8 @@ def labeled_image_dataset(paths: Sequence[str], labels: np.ndarray,
                           image_size: tuple[int, int] = (256, 128), batch_size: int = 64,
                           training: bool = False, seed: int = 0,
                           augment: bool | Augment | None = None, drop_remainder: bool = False,
-                          check_images: bool = False) -> tf.data.Dataset:
+                          check_images: bool = False, *, start_step: int | None = None
+                          ) -> tf.data.Dataset:
     """``(images, labels)`` batches for attribute training/evaluation and generic use.
 
     Args:
@@ -269,6 +311,12 @@ def labeled_image_dataset(paths: Sequence[str], labels: np.ndarray,
             callable ``(image, seed) -> image`` is used as is; ``False`` disables.
         drop_remainder: Drop the last incomplete batch.
         check_images: Drop (and warn about) files that cannot be decoded.
+        start_step: None: one pass (a new shuffle and new augmentations each time the
+            dataset is iterated). An int: an endless stream of the batches ``.repeat()`` of
+            that dataset yields (each pass ending with its partial batch unless
+            ``drop_remainder``), from batch ``start_step`` on, so that a resumed run
+            continues the data order and augmentation stream; earlier batches are skipped
+            by index, without reading their images.
 
     Returns:
         A dataset of ``(float32 (B, H, W, 3), labels (B, ...))``.
@@ -292,6 +340,10 @@ def labeled_image_dataset(paths: Sequence[str], labels: np.ndarray,
             image = augment_fn(image, element_seed)
         return image, tf.gather(label_table, index)
 
+    if start_step is not None:
+        return _resumable_batches(len(paths), seed, training, batch_size, drop_remainder,
+                                  start_step, load, paths.tolist(), "labeled_image_dataset"
+                                  ).prefetch(AUTOTUNE)
     dataset = _map_in_order(_seeded_indices(len(paths), seed, shuffle=training), load,
                             len(paths), paths.tolist(), "labeled_image_dataset")
     return _finish(dataset, batch_size, drop_remainder)
@@ -455,7 +507,8 @@ def _attribute_matrix(records: Sequence[PretrainRecord], num_attributes: int | N
 def reid_train_dataset(records: Sequence[ReIDRecord], image_size: tuple[int, int] = (256, 128),
                        p: int = 16, k: int = 4, seed: int = 0,
                        augment: bool | Augment = True, epochs: int = 1,
-                       check_images: bool = False) -> tuple[tf.data.Dataset, int]:
+                       check_images: bool = False, *, start_step: int | None = None
+                       ) -> tuple[tf.data.Dataset, int]:
     """``(images, pids)`` batches of P identities x K images from `PKSampler`.
 
     The dataset holds ``epochs`` sampler epochs back to back (epoch ``e`` uses the sampler's
@@ -472,10 +525,19 @@ def reid_train_dataset(records: Sequence[ReIDRecord], image_size: tuple[int, int
             used as is, ``False`` disables.
         epochs: Number of sampler epochs laid out in the dataset.
         check_images: Drop (and warn about) records whose image cannot be decoded.
+        start_step: None: the ``epochs`` sampler epochs once. An int: an endless stream of
+            the batches ``.repeat()`` of that dataset yields, from batch ``start_step`` on
+            (the same batch ``n`` whatever ``start_step`` is, its augmentation seeded by its
+            position in the laid-out epochs as before): a resumed run continues the P x K
+            order and the augmentation stream where it stopped. The batches before
+            ``start_step`` are skipped by index, without reading their images.
 
     Returns:
         ``(dataset, steps_per_epoch)``; the dataset yields float32 ``(P*K, H, W, 3)`` images
         and int32 ``(P*K,)`` pids.
+
+    Raises:
+        ValueError: A negative ``start_step``.
     """
     records = _keep_readable(list(records), check_images, "reid_train_dataset")
     sampler = PKSampler(pids_of(records).tolist(), camids_of(records).tolist(), p=p, k=k,
@@ -491,17 +553,35 @@ def reid_train_dataset(records: Sequence[ReIDRecord], image_size: tuple[int, int
             image = augment_fn(image, tf.stack([tf.constant(seed, tf.int64), position]))
         return image, tf.gather(pid_table, index)
 
-    dataset = _map_in_order(
-        tf.data.Dataset.from_tensor_slices((np.arange(len(order), dtype=np.int64), order)), load,
-        len(order), [r.path for r in records], "reid_train_dataset")
+    positions = np.arange(len(order), dtype=np.int64)
+    if start_step is None:
+        source, total = tf.data.Dataset.from_tensor_slices((positions, order)), len(order)
+    else:
+        source, total = _pk_stream(positions, order, sampler.batch_size, start_step), _ENDLESS
+    dataset = _map_in_order(source, load, total, [r.path for r in records],
+                            "reid_train_dataset")
     return _finish(dataset, sampler.batch_size, drop_remainder=True), sampler.num_batches
+
+
+def _pk_stream(positions: np.ndarray, order: np.ndarray, batch_size: int,
+               start_step: int) -> tf.data.Dataset:
+    """``(position, index)`` of the laid-out P x K epochs repeated, from batch ``start_step``.
+
+    ``order`` holds whole batches, so batching this stream gives the batches of the
+    repeated finite pipeline.
+    """
+    if int(start_step) < 0:
+        raise ValueError(f"reid_train_dataset: start_step must be >= 0, got {start_step}")
+    start = int(start_step) * batch_size % len(order)
+    head = tf.data.Dataset.from_tensor_slices((positions[start:], order[start:]))
+    return head.concatenate(tf.data.Dataset.from_tensor_slices((positions, order)).repeat())
 
 
 def text_image_dataset(records: Sequence[TextRecord], tokenizer: CaptionTokenizer,
                        image_size: tuple[int, int] = (256, 128), batch_size: int = 64,
                        seed: int = 0, augment: bool | Augment = True, shuffle: bool = True,
-                       drop_remainder: bool = True, check_images: bool = False
-                       ) -> tf.data.Dataset:
+                       drop_remainder: bool = True, check_images: bool = False, *,
+                       start_step: int | None = None) -> tf.data.Dataset:
     """Dict batches ``{"images", "token_ids", "pids"}`` for text-based person search training.
 
     One caption is sampled per image per epoch.
@@ -517,6 +597,8 @@ def text_image_dataset(records: Sequence[TextRecord], tokenizer: CaptionTokenize
         shuffle: Shuffle the records each epoch.
         drop_remainder: Drop the last incomplete batch.
         check_images: Drop (and warn about) records whose image cannot be decoded.
+        start_step: None: one pass. An int: an endless stream of the batches ``.repeat()``
+            of that dataset yields, from batch ``start_step`` on (as `labeled_image_dataset`).
 
     Returns:
         A dataset of dicts: float32 ``(B, H, W, 3)`` images, int32 ``(B, L)`` token ids,
@@ -540,10 +622,15 @@ def text_image_dataset(records: Sequence[TextRecord], tokenizer: CaptionTokenize
         return {"images": image, "caption": _pick_caption(*caption_table, index, element_seed),
                 "pids": tf.gather(pid_table, index)}
 
-    dataset = _map_in_order(_seeded_indices(len(records), seed, shuffle), load, len(records),
-                            [r.path for r in records], "text_image_dataset")
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder,
-                            num_parallel_calls=AUTOTUNE)
+    paths = [r.path for r in records]
+    if start_step is not None:
+        dataset = _resumable_batches(len(records), seed, shuffle, batch_size, drop_remainder,
+                                     start_step, load, paths, "text_image_dataset")
+    else:
+        dataset = _map_in_order(_seeded_indices(len(records), seed, shuffle), load,
+                                len(records), paths, "text_image_dataset")
+        dataset = dataset.batch(batch_size, drop_remainder=drop_remainder,
+                                num_parallel_calls=AUTOTUNE)
     dataset = dataset.map(lambda b: _tokenize_batch(b, tokenizer), num_parallel_calls=AUTOTUNE)
     return dataset.prefetch(AUTOTUNE)
 

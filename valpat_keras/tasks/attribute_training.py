@@ -28,6 +28,7 @@ from valpat_keras.run_outputs import write_json
 from valpat_keras.tasks.attribute_head_init import HEAD_INITS, init_head_from_linear_probe
 from valpat_keras.tasks.attribute_recognizer import AttributeRecognizer
 from valpat_keras.tasks.attribute_scores import attribute_labels, paths_of, score_attributes
+from valpat_keras.tasks.checkpointing import StepCheckpoint
 from valpat_keras.tasks.run_config import RunConfig, resolve_run_config
 from valpat_keras.tasks.transfer_common import (
     cap_epochs,
@@ -35,6 +36,8 @@ from valpat_keras.tasks.transfer_common import (
     cosine_schedule,
     elapsed_seconds,
     fit_transfer,
+    remove_checkpoints,
+    run_checkpoint,
     start_run,
     write_history,
     write_task_preset,
@@ -88,6 +91,9 @@ class AttributesRunConfig(RunConfig):
             `valpat_keras.tasks.zero_shot.PA100K_PROMPTS`.
         steps_per_epoch: Cap on the training steps per epoch (default: one pass).
         verbose: Keras ``fit`` verbosity.
+        checkpoint_every_steps: Write a step checkpoint to ``OUT/checkpoints`` every this
+            many steps; None: every 10 minutes (and at each epoch end). A run folder with
+            checkpoints resumes from the latest; they are deleted once the run is written.
     """
 
     init: str = "random"
@@ -109,6 +115,7 @@ class AttributesRunConfig(RunConfig):
     zero_shot_prompts: dict[str, Any] | None = None
     steps_per_epoch: int | None = None
     verbose: int | str = "auto"
+    checkpoint_every_steps: int | None = None
 
     @property
     def pretrained(self) -> bool:
@@ -202,15 +209,27 @@ def build_recognizer(dataset, config: AttributesRunConfig) -> AttributeRecognize
     return model
 
 
-def fit_recognizer(model: AttributeRecognizer, dataset,
-                   config: AttributesRunConfig) -> keras.callbacks.History:
-    """Trains on ``train`` (`GroupedAdamW`, cosine decay); ``val`` only feeds the fit logs."""
-    train_ds = labeled_image_dataset(paths_of(dataset.train), attribute_labels(dataset.train),
-                                     image_size=config.input_size,
-                                     batch_size=config.batch_size, training=True,
-                                     seed=config.seed, augment=config.augment)
-    train_ds, steps = cap_epochs(train_ds, config.steps_per_epoch,
-                                 int(np.ceil(len(dataset.train) / config.batch_size)))
+def fit_recognizer(model: AttributeRecognizer, dataset, config: AttributesRunConfig,
+                   checkpoint: StepCheckpoint | None = None) -> keras.callbacks.History:
+    """Trains on ``train`` (`GroupedAdamW`, cosine decay); ``val`` only feeds the fit logs.
+
+    With a ``checkpoint`` (`run_checkpoint`) the run resumes exactly from its latest step
+    checkpoint: the input continues at the next batch (`labeled_image_dataset`
+    ``start_step``) and the history holds every epoch.
+    """
+    paths, labels = paths_of(dataset.train), attribute_labels(dataset.train)
+    settings = {"image_size": config.input_size, "batch_size": config.batch_size,
+                "training": True, "seed": config.seed, "augment": config.augment}
+    full_pass = int(np.ceil(len(dataset.train) / config.batch_size))
+    if checkpoint is None:
+        train_ds, steps = cap_epochs(labeled_image_dataset(paths, labels, **settings),
+                                     config.steps_per_epoch, full_pass)
+        fit_steps = config.steps_per_epoch
+    else:
+        steps = fit_steps = int(config.steps_per_epoch or full_pass)
+
+        def train_ds(step: int):
+            return labeled_image_dataset(paths, labels, **settings, start_step=step)
     schedule = cosine_schedule(config.learning_rate, config.epochs, steps)
     model.compile(optimizer=GroupedAdamW(schedule, weight_decay=config.weight_decay))
     val_ds = None
@@ -219,8 +238,8 @@ def fit_recognizer(model: AttributeRecognizer, dataset,
                                        image_size=config.input_size,
                                        batch_size=config.batch_size, training=False,
                                        seed=config.seed)
-    return fit_transfer(model, train_ds, config.epochs, config.steps_per_epoch,
-                        config.verbose, validation_data=val_ds)
+    return fit_transfer(model, train_ds, config.epochs, fit_steps, config.verbose,
+                        validation_data=val_ds, checkpoint=checkpoint)
 
 
 def evaluate_recognizer(model: AttributeRecognizer, dataset, split: str = "test",
@@ -299,6 +318,10 @@ def train_attributes(dataset, out_dir: str | Path, config: AttributesRunConfig |
             or a zero-shot run from random init.
         NonFiniteLossError: Training diverged (the run folder stays without results).
 
+    A killed run resumes: calling again with the same settings continues from the latest
+    step checkpoint in ``out_dir/checkpoints`` ("resuming at step N"), with the weights,
+    optimiser, input position and history; see ``checkpoint_every_steps``.
+
     Example:
 
     ```python
@@ -316,11 +339,13 @@ def train_attributes(dataset, out_dir: str | Path, config: AttributesRunConfig |
     started = time.time()
     zero_shot_model = load_zero_shot_backbone(dataset, config)
     model = build_recognizer(dataset, config)
-    history = fit_recognizer(model, dataset, config)
+    history = fit_recognizer(model, dataset, config,
+                             run_checkpoint(out, config, num_train=len(dataset.train)))
     metrics = evaluate_recognizer(model, dataset, batch_size=config.batch_size)
     label_ma = metrics.pop("label_ma_array")
     if zero_shot_model is not None:
         metrics["zero_shot"] = _zero_shot_metrics(out, dataset, config, zero_shot_model)
     metrics.update(_run_info(dataset, config, model, started))
     write_run_folder(out, dataset, model, metrics, history, label_ma)
+    remove_checkpoints(out)  # only now: a kill while writing resumes at the last step
     return metrics

@@ -49,7 +49,8 @@ import numpy as np
 
 from valpat_keras.errors import InputError
 
-__all__ = ["METADATA_FILE", "CheckpointState", "StepCheckpoint", "fit_resumable"]
+__all__ = ["METADATA_FILE", "CheckpointState", "EpochEndSave", "StepCheckpoint",
+           "fit_resumable"]
 
 #: The metadata file of a checkpoint folder (the name Keras' BackupAndRestore also used).
 METADATA_FILE = "training_metadata.json"
@@ -190,6 +191,11 @@ class StepCheckpoint(keras.callbacks.Callback):
         self._restored, self._poisoned, self._pending_metrics = False, False, None
         self._legacy_noted, self._pending_rng = False, None
         self.stateful: list = []
+        #: Leave the epoch-end save to an `EpochEndSave` placed after the other callbacks.
+        self.defer_epoch_end = False
+        #: Variables the model's ``variables`` do not list but training changes (a state
+        #: layer outside the forward graph is not tracked under torch), saved as well.
+        self.extra_variables: list = []
         self._last_save = time.monotonic()
 
     @property
@@ -291,7 +297,16 @@ class StepCheckpoint(keras.callbacks.Callback):
                 raise InputError(f"{path}: variable {variable.path} has shape "
                                  f"{tuple(arrays[name].shape)} there, {tuple(variable.shape)} "
                                  "in the model; it was written by a different model.")
+        extra = sorted(k for k in arrays if k.startswith("x"))
+        if len(extra) != len(self.extra_variables) or any(
+                tuple(arrays[k].shape) != tuple(v.shape)
+                for k, v in zip(extra, self.extra_variables)):
+            raise InputError(f"{path}: its extra state ({len(extra)} arrays) does not match "
+                             f"the run's ({len(self.extra_variables)} variables); it was "
+                             "written by a different model.")
         for name, variable in zip(stored, variables):
+            variable.assign(arrays[name])
+        for name, variable in zip(extra, self.extra_variables):
             variable.assign(arrays[name])
         # Set at the first batch (`on_train_batch_begin`): fit's own start may draw from it.
         self._pending_rng = {k: v for k, v in arrays.items() if k.startswith("rng_")}
@@ -328,6 +343,8 @@ class StepCheckpoint(keras.callbacks.Callback):
                   for i, v in enumerate(_model_variables(model))}
         arrays.update({f"m{i:06d}": keras.ops.convert_to_numpy(v.value)
                        for i, v in enumerate(model.metrics_variables)})
+        arrays.update({f"x{i:06d}": keras.ops.convert_to_numpy(v.value)
+                       for i, v in enumerate(self.extra_variables)})
         arrays.update(_global_rng_arrays())
         _write_atomic(path, lambda handle: np.savez(handle, **arrays))
         entry = {"file": path.name, "step": self.step, "epoch": self._epoch,
@@ -350,6 +367,15 @@ class StepCheckpoint(keras.callbacks.Callback):
             old = path.name.startswith("step_") and path.suffix == ".npz"
             if (stale or old) and path.name not in keep:
                 path.unlink(missing_ok=True)
+
+    @property
+    def position(self) -> tuple[int, int, int]:
+        """``(step, epoch, batch)``: the global step, the epoch in progress, its batches done."""
+        return self.step, self._epoch, self._batch
+
+    def skip_epoch(self, epoch: int) -> None:
+        """Counts ``epoch`` as done without training or saving (a round with nothing to fit)."""
+        self._epoch, self._batch = int(epoch) + 1, 0
 
     # --- callback hooks -------------------------------------------------------------------
 
@@ -386,6 +412,11 @@ class StepCheckpoint(keras.callbacks.Callback):
             self.save(self.model)
 
     def on_epoch_end(self, epoch, logs=None):
+        if not self.defer_epoch_end:
+            self.end_epoch(epoch, logs)
+
+    def end_epoch(self, epoch, logs=None) -> None:
+        """Records the epoch's logs and saves (``on_epoch_end``, or `EpochEndSave`)."""
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
         self._epoch, self._batch = epoch + 1, 0
@@ -396,6 +427,44 @@ class StepCheckpoint(keras.callbacks.Callback):
         # The next fit (`fit_resumable` runs two after a mid-epoch resume) continues the
         # random stream from here, whatever its start draws.
         self._pending_rng = _global_rng_arrays() or None
+
+
+class EpochEndSave(keras.callbacks.Callback):
+    """The epoch-end save of a `StepCheckpoint`, run after the callbacks placed before it.
+
+    The epoch-end checkpoint then holds what those callbacks add at the epoch's end: the
+    logs they write into (validation scores), the state they keep (an epoch log, the best
+    epoch). `fit_resumable` places one last.
+
+    Args:
+        checkpoint: The `StepCheckpoint` (its own ``on_epoch_end`` is switched off).
+    """
+
+    def __init__(self, checkpoint: StepCheckpoint):
+        super().__init__()
+        self.checkpoint = checkpoint
+        checkpoint.defer_epoch_end = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.checkpoint.end_epoch(epoch, logs)
+
+
+def _build_compiled_metrics(model, make_data: Callable[[int], Any]) -> None:
+    """Creates the variables of ``compile(metrics=...)``, which Keras makes at the first step.
+
+    Only then do they exist for a checkpoint's metric accumulators to be restored into
+    (and line up with those saved). Built symbolically from the input's ``element_spec``,
+    as ``fit`` itself does (`Trainer._symbolic_build`, a private Keras API).
+    """
+    compiled = getattr(model, "_compile_metrics", None)
+    if compiled is None or compiled.built:
+        return
+    spec = getattr(make_data(0), "element_spec", None)
+    if spec is None:
+        return
+    batch = keras.tree.map_structure(
+        lambda s: keras.KerasTensor(tuple(s.shape), s.dtype.name), spec)
+    model._symbolic_build(data_batch=batch)
 
 
 def _merged_history(checkpoint: StepCheckpoint, model, params: dict | None
@@ -411,7 +480,8 @@ def _merged_history(checkpoint: StepCheckpoint, model, params: dict | None
 def fit_resumable(model, make_data: Callable[[int], Any], *, epochs: int,
                   steps_per_epoch: int, checkpoint: StepCheckpoint,
                   callbacks: Sequence[keras.callbacks.Callback] = (), verbose: Any = "auto",
-                  total_steps: int | None = None) -> keras.callbacks.History:
+                  total_steps: int | None = None, restore: bool = True,
+                  validation_data: Any = None) -> keras.callbacks.History:
     """``model.fit`` that resumes exactly from ``checkpoint`` and returns every epoch's logs.
 
     Args:
@@ -428,29 +498,39 @@ def fit_resumable(model, make_data: Callable[[int], Any], *, epochs: int,
         verbose: ``fit`` verbosity.
         total_steps: Batches of the whole run when less than ``epochs * steps_per_epoch``
             (a callback is expected to stop there; a restored run already there does not fit).
+        restore: Restore the checkpoint first. False: continue from where ``checkpoint``
+            stands (`StepCheckpoint.position`: restored, or advanced by an earlier fit), for
+            a loop of fits (cluster contrast's rounds) restored once before the loop; its
+            ``stateful`` list is then left as the caller set it.
+        validation_data: Passed to ``fit`` (its logs join the history).
+
+    The checkpoint's epoch-end save runs after ``callbacks`` (`EpochEndSave`), so it holds
+    what they add at the epoch's end (validation scores in the logs, their resume state).
 
     Returns:
         A `keras.callbacks.History` with the logs of every epoch, restored ones included.
     """
-    checkpoint.stateful = [c for c in callbacks if hasattr(c, "get_resume_state")
-                           and hasattr(c, "set_resume_state")]
-    state = checkpoint.restore(model)
-    step, epoch, batch = (state.step, state.epoch, state.batch) if state else (0, 0, 0)
+    if restore:
+        checkpoint.stateful = [c for c in callbacks if hasattr(c, "get_resume_state")
+                               and hasattr(c, "set_resume_state")]
+        _build_compiled_metrics(model, make_data)
+        checkpoint.restore(model)
+    step, epoch, batch = checkpoint.position
     limit = int(total_steps) if total_steps is not None else epochs * steps_per_epoch
-    callbacks = [checkpoint, *callbacks]
+    callbacks = [checkpoint, *callbacks, EpochEndSave(checkpoint)]
     params = None
     if batch and step < limit:
         print(f"finishing epoch {epoch + 1}/{epochs}: its last {steps_per_epoch - batch} "
               "batch(es)")
         fitted = model.fit(make_data(step), initial_epoch=epoch, epochs=epoch + 1,
                            steps_per_epoch=steps_per_epoch - batch, callbacks=callbacks,
-                           verbose=verbose, shuffle=False)
+                           verbose=verbose, shuffle=False, validation_data=validation_data)
         params, epoch, step = fitted.params, epoch + 1, checkpoint.step
         if model.stop_training:
             return _merged_history(checkpoint, model, params)
     if epoch < epochs and step < limit:
         fitted = model.fit(make_data(step), initial_epoch=epoch, epochs=epochs,
                            steps_per_epoch=steps_per_epoch, callbacks=callbacks,
-                           verbose=verbose, shuffle=False)
+                           verbose=verbose, shuffle=False, validation_data=validation_data)
         params = fitted.params
     return _merged_history(checkpoint, model, params)

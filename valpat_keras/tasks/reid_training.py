@@ -19,6 +19,14 @@ with k-reciprocal re-ranking; the selection), ``history.json`` (one entry per ep
 validation ``val_rank1`` / ``val_mAP`` / ``val_mINP``), ``ranked_results.png``, the kept
 model ``reid_model.keras`` and its encoder as a keras-hub preset in ``image_encoder/``.
 
+A killed run resumes: step checkpoints (every ``checkpoint_every_steps`` steps, by default
+every 10 minutes, and at each epoch end) are written to ``checkpoints/`` in the run folder;
+calling `train_reid` again with the same settings continues from the latest ("resuming at
+step N"): weights, optimiser, the P x K order and augmentation stream, the epoch log and the
+best epoch (BoT); the round, its pseudo-labels and the cluster memory (Cluster Contrast).
+The checkpoints are deleted once the run folder is written, so a finished run started
+again trains afresh.
+
 `evaluate_reid_encoder` scores a trained or pretrained encoder without training (``valpat
 evaluate``); `load_reid_embedding` decides which model file an ``init`` folder provides.
 """
@@ -27,6 +35,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import shutil
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -37,7 +47,8 @@ import keras
 import numpy as np
 
 from valpat_keras.data.pipelines import reid_train_dataset
-from valpat_keras.data.records import ReIDDataset, ReIDRecord, pids_of
+from valpat_keras.data.records import ReIDDataset, ReIDRecord, camids_of, pids_of
+from valpat_keras.data.sampler import PKSampler
 from valpat_keras.data.splits import split_reid_validation
 from valpat_keras.errors import InputError
 from valpat_keras.evaluation.callbacks import ReIDEvaluationCallback, ReIDEvaluator
@@ -50,6 +61,7 @@ from valpat_keras.models.preprocessors import ImagePreprocessor
 from valpat_keras.run_outputs import write_json
 from valpat_keras.schedules import REID_LEARNING_RATE, WarmupLearningRate
 from valpat_keras.tasks.callbacks import TerminateOnNonFiniteLoss
+from valpat_keras.tasks.checkpointing import DEFAULT_EVERY_SECONDS, StepCheckpoint, fit_resumable
 from valpat_keras.tasks.clustering import rho_for_identity_size
 from valpat_keras.tasks.reid import FreezeBackbone, ReIDModel
 from valpat_keras.tasks.run_config import RunConfig, resolve_run_config
@@ -113,6 +125,9 @@ class ReIDRunConfig(RunConfig):
             ``len(train) // (P K)`` (unsupervised).
         augment: Re-ID training augmentation (flip, pad-crop, random erasing).
         verbose: Keras ``fit`` verbosity.
+        checkpoint_every_steps: Write a step checkpoint to ``OUT/checkpoints`` every this
+            many steps; None: every 10 minutes. Checkpoints are also written at each epoch
+            end; a run folder with checkpoints resumes from the latest (see `train_reid`).
     """
 
     init: str = "random"
@@ -144,6 +159,7 @@ class ReIDRunConfig(RunConfig):
     steps_per_epoch: int | None = None
     augment: bool = True
     verbose: int = 1
+    checkpoint_every_steps: int | None = None
 
 
 #: The old name of `ReIDRunConfig` (its hyper-parameter fields are unchanged).
@@ -178,8 +194,16 @@ class _Splits(NamedTuple):
     val_gallery: list[ReIDRecord]
 
 
+def _json_float(value: float) -> float | None:
+    """``value``, or None when not finite (strict JSON for the checkpoint metadata)."""
+    return float(value) if math.isfinite(float(value)) else None
+
+
 class _EpochLog(keras.callbacks.Callback):
-    """Keeps each epoch's logs whole (``History`` misaligns keys logged only some epochs)."""
+    """Keeps each epoch's logs whole (``History`` misaligns keys logged only some epochs).
+
+    Its entries are saved with each step checkpoint and restored with it.
+    """
 
     def __init__(self):
         super().__init__()
@@ -188,9 +212,23 @@ class _EpochLog(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.entries.append({"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}})
 
+    def get_resume_state(self) -> list[dict]:
+        return [{k: _json_float(v) if k != "epoch" else v for k, v in e.items()}
+                for e in self.entries]
+
+    def set_resume_state(self, state: list[dict]) -> None:
+        self.entries = [{k: v if k == "epoch" else (math.nan if v is None else float(v))
+                         for k, v in e.items()} for e in state]
+
 
 class _KeepBest(keras.callbacks.Callback):
-    """Saves the model whenever the logged validation mAP improves (across repeated fits)."""
+    """Saves the model whenever the logged validation mAP improves (across repeated fits).
+
+    The file is written to a temporary name and renamed into place (a kill during the save
+    leaves the previous best), before the epoch-end step checkpoint (`EpochEndSave` runs
+    after this callback) that records ``best`` / ``best_epoch``. A kill between the two
+    resumes from an earlier checkpoint, which replays the epoch and writes the file again.
+    """
 
     def __init__(self, path: Path, monitor: str = "val_mAP"):
         super().__init__()
@@ -201,7 +239,25 @@ class _KeepBest(keras.callbacks.Callback):
         value = (logs or {}).get(self.monitor)
         if value is not None and value > self.best:
             self.best, self.best_epoch = float(value), epoch
-            self.model.save(self.path)
+            self.save(self.model)
+
+    def save(self, model) -> None:
+        """Writes ``model`` to ``path`` atomically (temporary ``.keras`` file, then rename)."""
+        tmp = self.path.with_name(f".{self.path.stem}.tmp{os.getpid()}.keras")
+        model.save(tmp)
+        os.replace(tmp, self.path)
+
+    def get_resume_state(self) -> dict:
+        best = None if self.best_epoch is None else _json_float(self.best)
+        return {"best": best, "best_epoch": self.best_epoch}
+
+    def set_resume_state(self, state: dict) -> None:
+        self.best_epoch = state["best_epoch"]
+        self.best = -math.inf if state["best"] is None else float(state["best"])
+        if self.best_epoch is not None and not self.path.is_file():
+            raise InputError(f"{self.path}: missing; the checkpoints record the best epoch "
+                             f"({self.best_epoch + 1}) as saved there. Delete the checkpoints "
+                             "folder to start over.")
 
 
 def _num_ids(records) -> int:
@@ -404,20 +460,39 @@ def _selection_callbacks(model, splits: _Splits, config: ReIDRunConfig,
     return callbacks
 
 
+def _checkpoint(out: Path, config: ReIDRunConfig, splits: _Splits) -> StepCheckpoint:
+    """The run's `StepCheckpoint` in ``out/checkpoints``, signed with its settings."""
+    settings = {k: v for k, v in config.to_dict().items()
+                if k not in ("checkpoint_every_steps", "verbose")}  # may change on resume
+    signature = {"config": settings, "num_train_images": len(splits.train),
+                 "num_train_ids": _num_ids(splits.train), "backend": keras.backend.backend()}
+    return StepCheckpoint(out / "checkpoints", every_steps=config.checkpoint_every_steps,
+                          every_seconds=DEFAULT_EVERY_SECONDS, signature=signature)
+
+
 def _fit_supervised(model: ReIDModel, splits: _Splits, config: ReIDRunConfig,
-                    callbacks: list) -> list[dict]:
-    """BoT: P x K batches of the training ids, warm-up then step / cosine decay."""
-    train_ds, steps = reid_train_dataset(splits.train, config.image_size, p=config.p,
-                                         k=config.k, seed=config.seed, augment=config.augment,
-                                         epochs=config.epochs)
-    if config.steps_per_epoch:
-        train_ds, steps = train_ds.repeat(), config.steps_per_epoch
+                    callbacks: list, checkpoint: StepCheckpoint) -> list[dict]:
+    """BoT: P x K batches of the training ids, warm-up then step / cosine decay.
+
+    Resumes exactly from ``checkpoint`` (`fit_resumable`): the P x K stream continues at
+    the restored step (`reid_train_dataset` ``start_step``), the epoch log and the best
+    epoch are restored, and `FreezeBackbone` follows the epoch training resumes in.
+    """
+    def train_data(step: int):
+        return reid_train_dataset(splits.train, config.image_size, p=config.p, k=config.k,
+                                  seed=config.seed, augment=config.augment,
+                                  epochs=config.epochs, start_step=step)[0]
+
+    steps = config.steps_per_epoch or PKSampler(
+        pids_of(splits.train).tolist(), camids_of(splits.train).tolist(), p=config.p,
+        k=config.k, seed=config.seed).num_batches
     model.compile(optimizer=keras.optimizers.Adam(_schedule(config, steps, warmup=True)))
     if config.freeze_backbone_epochs:
         callbacks = [*callbacks, FreezeBackbone(config.freeze_backbone_epochs)]
     epoch_log = _EpochLog()
-    model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps, shuffle=False,
-              callbacks=[*callbacks, epoch_log], verbose=config.verbose)
+    fit_resumable(model, train_data, epochs=config.epochs, steps_per_epoch=steps,
+                  checkpoint=checkpoint, callbacks=[*callbacks, epoch_log],
+                  verbose=config.verbose)
     return epoch_log.entries
 
 
@@ -430,7 +505,7 @@ def _auto_eps_rho(config: ReIDRunConfig, splits: _Splits) -> float | None:
 
 
 def _fit_unsupervised(model: ClusterContrastReID, splits: _Splits, config: ReIDRunConfig,
-                      callbacks: list) -> list[dict]:
+                      callbacks: list, checkpoint: StepCheckpoint) -> list[dict]:
     """Cluster Contrast: re-cluster the training images, then one epoch, every round."""
     steps = config.steps_per_epoch or max(1, len(splits.train) // (config.p * config.k))
     model.compile(optimizer=keras.optimizers.Adam(_schedule(config, steps, warmup=False)))
@@ -438,13 +513,13 @@ def _fit_unsupervised(model: ClusterContrastReID, splits: _Splits, config: ReIDR
         model, splits.train, config.epochs, config.image_size, p=config.p, k=config.k,
         seed=config.seed, eps=config.eps, min_samples=config.min_samples, k1=config.k1,
         k2=config.k2, steps_per_epoch=steps, augment=config.augment, callbacks=callbacks,
-        verbose=config.verbose, rho=_auto_eps_rho(config, splits))
+        verbose=config.verbose, rho=_auto_eps_rho(config, splits), checkpoint=checkpoint)
 
 
 def _kept_model(model, keep_best: _KeepBest, history: list[dict]):
     """The model of the kept epoch, saved at ``keep_best.path``."""
     if keep_best.best_epoch is None:
-        model.save(keep_best.path)  # never evaluated during training: keep the last weights
+        keep_best.save(model)  # never evaluated during training: keep the last weights
         return model
     if keep_best.best_epoch != history[-1]["epoch"]:
         # The best weights are from an earlier epoch.
@@ -534,7 +609,10 @@ def train_reid(dataset: ReIDDataset, out_dir: str | Path,
     keep_best = _KeepBest(out / MODEL_FILE)
     callbacks = _selection_callbacks(model, splits, config, keep_best)
     fit = _fit_unsupervised if config.unsupervised else _fit_supervised
-    history = fit(model, splits, config, callbacks)
+    history = fit(model, splits, config, callbacks, _checkpoint(out, config, splits))
     model = _kept_model(model, keep_best, history)
-    return _evaluate_and_write(model, dataset, out, config,
-                               _selection_summary(config, keep_best, splits), history)
+    metrics = _evaluate_and_write(model, dataset, out, config,
+                                  _selection_summary(config, keep_best, splits), history)
+    # Only now: a kill while the run folder was written resumes at the last step.
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    return metrics

@@ -37,6 +37,7 @@ from valpat_keras.models.preprocessors import ValPatPreprocessor
 from valpat_keras.models.text_encoder import build_text_encoder
 from valpat_keras.run_outputs import write_json
 from valpat_keras.tasks.base import ValPatTask
+from valpat_keras.tasks.checkpointing import StepCheckpoint
 from valpat_keras.tasks.run_config import RunConfig, resolve_run_config
 from valpat_keras.tasks.transfer_common import (
     cap_epochs,
@@ -44,6 +45,8 @@ from valpat_keras.tasks.transfer_common import (
     cosine_schedule,
     elapsed_seconds,
     fit_transfer,
+    remove_checkpoints,
+    run_checkpoint,
     start_run,
     write_history,
     write_task_preset,
@@ -379,6 +382,10 @@ class SearchRunConfig(RunConfig):
         steps_per_epoch: Cap on the steps per epoch (default: one pass).
         image_to_text: Also report image-to-text retrieval.
         verbose: Keras ``fit`` verbosity.
+        checkpoint_every_steps: Write a step checkpoint to ``OUT/checkpoints`` every this
+            many steps; None: every 10 minutes (and at each epoch end). A run folder with
+            checkpoints resumes from the latest ("resuming at step N"); they are deleted
+            once the run folder is written.
     """
 
     init: str = "random"
@@ -398,6 +405,7 @@ class SearchRunConfig(RunConfig):
     steps_per_epoch: int | None = None
     image_to_text: bool = True
     verbose: int | str = "auto"
+    checkpoint_every_steps: int | None = None
 
 
 def train_search(dataset, out_dir: str | Path, config: SearchRunConfig | None = None,
@@ -455,12 +463,14 @@ def train_search(dataset, out_dir: str | Path, config: SearchRunConfig | None = 
     backbone, tokenizer, image_size = _search_backbone(dataset.train, config)
     batch_size = min(int(config.batch_size), len(dataset.train))
     model = _build_task(backbone, dataset.train, config.loss_weights)
-    history = _fit(model, tokenizer, dataset.train, image_size, batch_size, config)
+    history = _fit(model, tokenizer, dataset.train, image_size, batch_size, config,
+                   run_checkpoint(out, config, num_train=len(dataset.train)))
     result = evaluate_search(backbone, tokenizer, eval_records, batch_size=batch_size,
                              image_to_text=config.image_to_text)
     metrics = _search_metrics(result, dataset, eval_records, config, started)
     _write_run_folder(out, metrics, history, result, eval_records, backbone, tokenizer)
     write_task_preset(model, out, ValPatPreprocessor.for_backbone(backbone, tokenizer))
+    remove_checkpoints(out)  # only now: a kill while writing resumes at the last step
     return metrics
 
 
@@ -509,20 +519,32 @@ def _build_task(backbone, train, loss_weights: Mapping[str, float] | None) -> Te
 
 
 def _fit(model: TextSearchModel, tokenizer, train, image_size: tuple[int, int],
-         batch_size: int, config: SearchRunConfig) -> keras.callbacks.History:
-    """Compiles (AdamW, cosine decay over the run) and fits on the training pairs."""
-    train_ds = text_image_dataset(train, tokenizer, image_size=image_size,
-                                  batch_size=batch_size, seed=config.seed,
-                                  augment=config.augment)
-    train_ds = train_ds.map(lambda b: ({"images": b["images"], "token_ids": b["token_ids"]},
+         batch_size: int, config: SearchRunConfig,
+         checkpoint: StepCheckpoint | None = None) -> keras.callbacks.History:
+    """Compiles (AdamW, cosine decay over the run) and fits on the training pairs.
+
+    With a ``checkpoint`` the run resumes exactly from its latest step checkpoint (the
+    input continues at the next batch: `text_image_dataset` ``start_step``).
+    """
+    def pairs(start_step: int | None):
+        train_ds = text_image_dataset(train, tokenizer, image_size=image_size,
+                                      batch_size=batch_size, seed=config.seed,
+                                      augment=config.augment, start_step=start_step)
+        return train_ds.map(lambda b: ({"images": b["images"], "token_ids": b["token_ids"]},
                                        b["pids"]))
-    train_ds, steps = cap_epochs(train_ds, config.steps_per_epoch,
-                                 full_pass_steps=len(train) // batch_size)
+
+    full_pass = len(train) // batch_size
+    if checkpoint is None:
+        train_ds, steps = cap_epochs(pairs(None), config.steps_per_epoch, full_pass)
+        fit_steps = config.steps_per_epoch
+    else:
+        train_ds, steps = pairs, int(config.steps_per_epoch or full_pass)
+        fit_steps = steps
     model.compile(optimizer=keras.optimizers.AdamW(
         cosine_schedule(config.learning_rate, config.epochs, steps),
         weight_decay=config.weight_decay))
-    return fit_transfer(model, train_ds, config.epochs, config.steps_per_epoch,
-                        verbose=config.verbose)
+    return fit_transfer(model, train_ds, config.epochs, fit_steps, verbose=config.verbose,
+                        checkpoint=checkpoint)
 
 
 def _search_metrics(result: dict, dataset, eval_records, config: SearchRunConfig,

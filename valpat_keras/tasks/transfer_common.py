@@ -4,6 +4,9 @@ A transfer run function reads as: check the inputs (`check_batch_size`), `start_
 the task, cap the epochs (`cap_epochs`) and compile with a `cosine_schedule`, `fit_transfer`
 (stops and raises on a non-finite loss, so nothing is written for a diverged run), evaluate
 the test split once, then write the run folder (`write_history` next to the task's own files).
+With a `run_checkpoint`, `fit_transfer` writes step checkpoints to ``OUT/checkpoints`` and a
+killed run resumes exactly from the latest (the input pipeline given as ``step -> dataset``);
+`remove_checkpoints` deletes them once the run folder is written.
 
 Example:
 
@@ -18,6 +21,7 @@ write_history(out, history)
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -28,9 +32,13 @@ from valpat_keras import run_outputs
 from valpat_keras.errors import InputError
 from valpat_keras.models.loading import save_task
 from valpat_keras.tasks.callbacks import TerminateOnNonFiniteLoss
+from valpat_keras.tasks.checkpointing import DEFAULT_EVERY_SECONDS, StepCheckpoint, fit_resumable
+from valpat_keras.tasks.run_config import RunConfig
 
 #: The file a transfer run writes its per-epoch fit logs to.
 HISTORY_FILE = "history.json"
+#: The folder of a run's step checkpoints while it is unfinished (`run_checkpoint`).
+CHECKPOINT_DIR = "checkpoints"
 
 
 def check_batch_size(batch_size) -> int:
@@ -86,20 +94,57 @@ def cosine_schedule(learning_rate: float, epochs: int,
 
 
 def fit_transfer(model: keras.Model, train_ds, epochs: int, steps_per_epoch: int | None,
-                 verbose: int | str = "auto", validation_data=None) -> keras.callbacks.History:
+                 verbose: int | str = "auto", validation_data=None, *,
+                 checkpoint: StepCheckpoint | None = None) -> keras.callbacks.History:
     """``model.fit`` that raises `NonFiniteLossError` at the first NaN or infinite loss.
 
     Args:
         model: The compiled task.
-        train_ds: Training batches (shuffled by the pipeline, not by ``fit``).
+        train_ds: Training batches (shuffled by the pipeline, not by ``fit``); with a
+            ``checkpoint``, ``step -> dataset``: the endless input stream from global step
+            ``step`` on (a pipeline's ``start_step``).
         epochs: Training epochs.
-        steps_per_epoch: The cap given to `cap_epochs` (None: one pass per epoch).
+        steps_per_epoch: The cap given to `cap_epochs` (None: one pass per epoch); with a
+            ``checkpoint``, the steps of an epoch (required).
         verbose: Keras ``fit`` verbosity.
         validation_data: Validation batches, or None. Only the fit logs see them.
+        checkpoint: A `StepCheckpoint` (see `run_checkpoint`): the run resumes exactly from
+            its latest checkpoint (`fit_resumable`) and writes them as it goes.
+
+    Returns:
+        The fit history (with a checkpoint: of every epoch, those before a resume too).
     """
-    return model.fit(train_ds, epochs=epochs, validation_data=validation_data, shuffle=False,
-                     steps_per_epoch=steps_per_epoch, verbose=verbose,
-                     callbacks=[TerminateOnNonFiniteLoss(raise_error=True)])
+    guard = TerminateOnNonFiniteLoss(raise_error=True)
+    if checkpoint is None:
+        return model.fit(train_ds, epochs=epochs, validation_data=validation_data,
+                         shuffle=False, steps_per_epoch=steps_per_epoch, verbose=verbose,
+                         callbacks=[guard])
+    if not steps_per_epoch:
+        raise ValueError("fit_transfer: a checkpointed run needs steps_per_epoch")
+    return fit_resumable(model, train_ds, epochs=epochs, steps_per_epoch=int(steps_per_epoch),
+                         checkpoint=checkpoint, callbacks=[guard], verbose=verbose,
+                         validation_data=validation_data)
+
+
+def run_checkpoint(out: str | Path, config: RunConfig, **facts) -> StepCheckpoint:
+    """The `StepCheckpoint` of a transfer run in ``out/checkpoints``.
+
+    Every ``config.checkpoint_every_steps`` steps (None: every 10 minutes) and at each
+    epoch end. Signed with ``config``'s fields (but the interval and the verbosity, which
+    may change on resume), ``facts`` (e.g. the data size) and the backend: checkpoints of
+    a run with other settings are refused, naming the fields.
+    """
+    settings = {k: v for k, v in config.to_dict().items()
+                if k not in ("checkpoint_every_steps", "verbose")}
+    signature = {"config": settings, **facts, "backend": keras.backend.backend()}
+    return StepCheckpoint(Path(out) / CHECKPOINT_DIR,
+                          every_steps=config.checkpoint_every_steps,
+                          every_seconds=DEFAULT_EVERY_SECONDS, signature=signature)
+
+
+def remove_checkpoints(out: str | Path) -> None:
+    """Deletes ``out/checkpoints`` once the run folder is written (a rerun starts afresh)."""
+    shutil.rmtree(Path(out) / CHECKPOINT_DIR, ignore_errors=True)
 
 
 def write_history(out: str | Path, history: keras.callbacks.History) -> Path:

@@ -9,6 +9,13 @@ the batch features by momentum.
 The memory is allocated once at its largest possible size (one row per training image) and
 the rows beyond the epoch's cluster count are masked out of the softmax, so its shape never
 changes and the compiled train step is reused on every backend.
+
+With a `StepCheckpoint` (``fit_cluster_contrast(..., checkpoint=...)``, as `train_reid` passes)
+a killed run resumes mid-round: the checkpoint holds the weights, the optimiser, the cluster
+memory (a model variable), the round's pseudo-labels and clustering stats and the rounds'
+log; a resumed round trains on the same pseudo-identities and the same P x K stream from the
+next batch. A round resumed at its start clusters again, from the restored weights (as the
+uninterrupted run did).
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ import numpy as np
 from keras import ops
 
 from valpat_keras.data.pipelines import reid_train_dataset
-from valpat_keras.data.records import ReIDRecord, pids_of
+from valpat_keras.data.records import ReIDRecord, camids_of, pids_of
+from valpat_keras.data.sampler import PKSampler
 from valpat_keras.evaluation.features import extract_features
 from valpat_keras.evaluation.reranking import jaccard_distance
 from valpat_keras.losses.reid import cluster_contrast_loss, update_cluster_memory
@@ -30,6 +38,7 @@ from valpat_keras.models.preprocessors import ImagePreprocessor
 from valpat_keras.models.reid_head import BNNeck
 from valpat_keras.schedules import REID_LEARNING_RATE
 from valpat_keras.tasks.base import EmbeddingMixin, ValPatTask
+from valpat_keras.tasks.checkpointing import StepCheckpoint, fit_resumable
 from valpat_keras.tasks.clustering import (
     AUTO_EPS_RHO,
     cluster_centroids,
@@ -207,6 +216,18 @@ def pseudo_label_epoch(model: ClusterContrastReID, records: Sequence[ReIDRecord]
         ``(pseudo_records, stats)``: the clustered images with their cluster index as pid
         (outliers dropped), and the `ClusteringStats` as a dict with the radius used (``eps``).
     """
+    labels, stats = _cluster_labels(model, records, image_size, eps, min_samples, k1, k2,
+                                    batch_size, true_ids, rho)
+    pseudo = [ReIDRecord(r.path, int(label), r.camid)
+              for r, label in zip(records, labels) if label >= 0]
+    return pseudo, stats
+
+
+def _cluster_labels(model: ClusterContrastReID, records: Sequence[ReIDRecord],
+                    image_size: tuple[int, int], eps: float | str, min_samples: int, k1: int,
+                    k2: int, batch_size: int, true_ids: np.ndarray | None, rho: float | None
+                    ) -> tuple[np.ndarray, dict]:
+    """`pseudo_label_epoch`'s labels (``-1``: outlier) and stats; loads the memory."""
     features = extract_features(model.embedding_model, list(records), image_size,
                                 batch_size=batch_size, flip=False, normalize=True,
                                 verbose=False).features
@@ -217,9 +238,53 @@ def pseudo_label_epoch(model: ClusterContrastReID, records: Sequence[ReIDRecord]
     stats = clustering_stats(labels, true_ids)
     if stats.num_clusters:
         model.set_centroids(cluster_centroids(features, labels, stats.num_clusters))
+    return labels, {**stats.as_dict(), "eps": radius}
+
+
+class _RoundState(keras.callbacks.Callback):
+    """The rounds' log and the current round's pseudo-labels, kept with each checkpoint.
+
+    At a round's end (before the checkpoint's epoch-end save) its entry gets the epoch's
+    logs and joins ``history``. A mid-round checkpoint holds the round's labels and
+    clustering stats, so a resumed round trains on the same pseudo-identities (the
+    cluster memory is a model variable, restored with the weights).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.history: list[dict] = []
+        self.round, self.labels, self.entry = None, None, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.entry.update({key: float(value) for key, value in (logs or {}).items()})
+        self.history.append(self.entry)
+
+    def get_resume_state(self) -> dict:
+        return {"history": self.history, "round": self.round, "entry": self.entry,
+                "labels": None if self.labels is None else [int(v) for v in self.labels]}
+
+    def set_resume_state(self, state: dict) -> None:
+        self.history, self.round, self.entry = state["history"], state["round"], state["entry"]
+        self.labels = None if state["labels"] is None else np.asarray(state["labels"])
+
+
+def _round_labels(model, records, round_state: _RoundState, epoch: int, resumed_batch: int,
+                  cluster_args: dict) -> tuple[list[ReIDRecord], dict]:
+    """The round's pseudo-records and stats: clustered now, or those of a resumed round.
+
+    A round resumed mid-way keeps its checkpointed labels (its memory was restored with
+    the weights); a round starting afresh clusters the current features (after a restore,
+    those of the restored weights, as in the uninterrupted run).
+    """
+    if resumed_batch and round_state.round == epoch and round_state.labels is not None:
+        labels, entry = round_state.labels, round_state.entry
+    else:
+        labels, stats = _cluster_labels(model, records, batch_size=64, **cluster_args)
+        entry = {"epoch": epoch, **stats}
+    round_state.round, round_state.labels, round_state.entry = epoch, labels, entry
     pseudo = [ReIDRecord(r.path, int(label), r.camid)
               for r, label in zip(records, labels) if label >= 0]
-    return pseudo, {**stats.as_dict(), "eps": radius}
+    return pseudo, entry
 
 
 def fit_cluster_contrast(model: ClusterContrastReID, records: Sequence[ReIDRecord],
@@ -229,7 +294,8 @@ def fit_cluster_contrast(model: ClusterContrastReID, records: Sequence[ReIDRecor
                          augment: bool = True, use_true_ids: bool = True,
                          rho: float | None = None,
                          callbacks: Sequence[keras.callbacks.Callback] = (),
-                         verbose: int = 0) -> list[dict]:
+                         verbose: int = 0, checkpoint: StepCheckpoint | None = None
+                         ) -> list[dict]:
     """The Cluster Contrast training loop: re-cluster, reset the memory, train one epoch.
 
     Args:
@@ -249,45 +315,84 @@ def fit_cluster_contrast(model: ClusterContrastReID, records: Sequence[ReIDRecor
         use_true_ids: Log ARI / NMI of the pseudo-labels against the records' pids.
         rho: Share of the closest pairs behind ``eps="auto"`` (default `AUTO_EPS_RHO`).
         callbacks: Keras callbacks for every epoch's ``fit`` (e.g. `ReIDEvaluationCallback`).
+            With a ``checkpoint``, those with ``get_resume_state`` / ``set_resume_state``
+            are saved and restored with it.
         verbose: ``fit`` verbosity.
+        checkpoint: A `StepCheckpoint`: restored before the first round (resuming at the
+            round, and the batch of it, where it stopped, with the round's pseudo-labels,
+            cluster memory and the rounds' log), and written every N steps and at each
+            round's end. None: no checkpoints.
 
     Returns:
         One dict per epoch: ``epoch``, ``num_clusters``, ``num_outliers``, ``ari``, ``nmi``
         and the epoch's ``fit`` logs (``loss`` and any callback metrics).
     """
     records = list(records)
-    true_ids = pids_of(records) if use_true_ids else None
-    history = []
-    for epoch in range(epochs):
-        pseudo, stats = pseudo_label_epoch(model, records, image_size, eps, min_samples, k1, k2,
-                                           true_ids=true_ids, rho=rho)
-        entry = {"epoch": epoch, **stats}
-        if stats["num_clusters"] < 2:
+    cluster_args = {"image_size": image_size, "eps": eps, "min_samples": min_samples,
+                    "k1": k1, "k2": k2, "rho": rho,
+                    "true_ids": pids_of(records) if use_true_ids else None}
+    round_state = _RoundState()
+    callbacks = [*callbacks, round_state]
+    first, resumed_batch = 0, 0
+    if checkpoint is not None:
+        checkpoint.stateful = [c for c in callbacks if hasattr(c, "get_resume_state")
+                               and hasattr(c, "set_resume_state")]
+        # Under torch the memory (outside the forward graph) is not in model.variables.
+        tracked = {id(v) for v in model.variables}
+        checkpoint.extra_variables = [v for v in model.memory.variables
+                                      if id(v) not in tracked]
+        checkpoint.restore(model)
+        _, first, resumed_batch = checkpoint.position
+    for epoch in range(first, epochs):
+        pseudo, entry = _round_labels(model, records, round_state, epoch,
+                                      resumed_batch if epoch == first else 0, cluster_args)
+        if entry["num_clusters"] < 2:
             # Contrast needs two clusters at least: skip this round; the log shows why.
             logger.warning("epoch %d: %d cluster(s), no training this epoch",
-                           epoch, stats["num_clusters"])
-            entry["skipped"] = True
-            history.append(entry)
+                           epoch, entry["num_clusters"])
+            round_state.history.append({**entry, "skipped": True})
+            if checkpoint is not None:
+                checkpoint.skip_epoch(epoch)
             continue
-        # A random encoder often yields fewer clusters than P; skipping the round would
-        # leave its features (and so its clusters) unchanged every later round, so it would
-        # never train. Smaller batches of all the clusters let it start.
-        epoch_p = min(p, stats["num_clusters"])
-        if epoch_p < p:
-            logger.warning("epoch %d: %d clusters < p=%d, batches of %d x %d this epoch",
-                           epoch, stats["num_clusters"], p, epoch_p, k)
-        dataset, steps = reid_train_dataset(pseudo, image_size, p=epoch_p, k=k,
-                                            seed=seed + epoch, augment=augment)
-        if steps_per_epoch is not None:
-            dataset = dataset.repeat()
-            steps = steps_per_epoch
-        logs = model.fit(dataset, epochs=epoch + 1, initial_epoch=epoch, steps_per_epoch=steps,
-                         shuffle=False, callbacks=list(callbacks), verbose=verbose).history
-        entry.update({key: float(values[-1]) for key, values in logs.items()})
+        _fit_round(model, pseudo, epoch, entry["num_clusters"], image_size, p, k, seed,
+                   augment, steps_per_epoch, callbacks, verbose, checkpoint)
         if verbose:
             quality = (f", ARI {entry['ari']:.3f}, NMI {entry['nmi']:.3f}"
                        if entry.get("ari") is not None else "")
             print(f"epoch {epoch + 1}/{epochs}: {entry['num_clusters']} clusters, "
                   f"{entry['num_outliers']} outliers{quality}, loss {entry['loss']:.4f}")
-        history.append(entry)
-    return history
+    return round_state.history
+
+
+def _fit_round(model, pseudo: list[ReIDRecord], epoch: int, num_clusters: int,
+               image_size: tuple[int, int], p: int, k: int, seed: int, augment: bool,
+               steps_per_epoch: int | None, callbacks: list, verbose: int,
+               checkpoint: StepCheckpoint | None) -> None:
+    """One round's epoch of P x K batches of the pseudo-identities (resumed mid-way)."""
+    # A random encoder often yields fewer clusters than P; skipping the round would
+    # leave its features (and so its clusters) unchanged every later round, so it would
+    # never train. Smaller batches of all the clusters let it start.
+    epoch_p = min(p, num_clusters)
+    if epoch_p < p:
+        logger.warning("epoch %d: %d clusters < p=%d, batches of %d x %d this epoch",
+                       epoch, num_clusters, p, epoch_p, k)
+    settings = {"image_size": image_size, "p": epoch_p, "k": k, "seed": seed + epoch,
+                "augment": augment}
+    if checkpoint is None:
+        dataset, steps = reid_train_dataset(pseudo, **settings)
+        if steps_per_epoch is not None:
+            dataset, steps = dataset.repeat(), steps_per_epoch
+        model.fit(dataset, epochs=epoch + 1, initial_epoch=epoch, steps_per_epoch=steps,
+                  shuffle=False, callbacks=list(callbacks), verbose=verbose)
+        return
+    step, _, batch = checkpoint.position
+    round_start = step - batch  # the global step the round started at
+
+    def round_data(global_step: int):
+        return reid_train_dataset(pseudo, **settings, start_step=global_step - round_start)[0]
+
+    steps = steps_per_epoch or PKSampler(pids_of(pseudo).tolist(), camids_of(pseudo).tolist(),
+                                         p=epoch_p, k=k, seed=seed + epoch).num_batches
+    fit_resumable(model, round_data, epochs=epoch + 1, steps_per_epoch=steps,
+                  checkpoint=checkpoint, callbacks=callbacks, verbose=verbose,
+                  total_steps=round_start + steps, restore=False)
