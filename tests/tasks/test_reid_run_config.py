@@ -98,3 +98,19 @@ def test_a_recipe_file_round_trips(tmp_path):
     assert ReIDRunConfig.from_file(config.save(tmp_path / "run.json")) == config
     with pytest.raises(InputError, match="unknown ReIDRunConfig field"):
         ReIDRunConfig.from_dict({"epoch": 3})
+
+
+def test_an_old_positional_init_and_a_config_name_are_told_apart(resolved_config):
+    # Old signature: train_reid(dataset, out_dir, init="random", config="tiny", ...).
+    with pytest.warns(DeprecationWarning):
+        positional = resolved_config("runs/pretrain", epochs=1)
+    assert positional.init == "runs/pretrain" and positional.encoder_config == "tiny"
+    with pytest.warns(DeprecationWarning):
+        random = resolved_config("random")
+    assert random.init == "random"
+    with pytest.warns(DeprecationWarning):
+        named = resolved_config("resnet50", init="runs/pretrain")
+    assert (named.init, named.encoder_config) == ("runs/pretrain", "resnet50")
+    with pytest.warns(DeprecationWarning):
+        keyword = resolved_config(config="resnet18")
+    assert (keyword.init, keyword.encoder_config) == ("random", "resnet18")

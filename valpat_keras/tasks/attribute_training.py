@@ -21,6 +21,7 @@ from valpat_keras.data.pipelines import labeled_image_dataset
 from valpat_keras.errors import InputError
 from valpat_keras.evaluation import plot_attribute_bars
 from valpat_keras.losses.attribute import positive_ratios
+from valpat_keras.models.image_encoder import IMAGE_ENCODER_CONFIGS
 from valpat_keras.models.init import load_backbone, load_image_encoder
 from valpat_keras.models.preprocessors import ImagePreprocessor
 from valpat_keras.optimizers import GroupedAdamW
@@ -29,7 +30,11 @@ from valpat_keras.tasks.attribute_head_init import HEAD_INITS, init_head_from_li
 from valpat_keras.tasks.attribute_recognizer import AttributeRecognizer
 from valpat_keras.tasks.attribute_scores import attribute_labels, paths_of, score_attributes
 from valpat_keras.tasks.checkpointing import StepCheckpoint
-from valpat_keras.tasks.run_config import RunConfig, resolve_run_config
+from valpat_keras.tasks.run_config import (
+    RunConfig,
+    legacy_string_keyword,
+    resolve_run_config,
+)
 from valpat_keras.tasks.transfer_common import (
     cap_epochs,
     check_batch_size,
@@ -140,7 +145,7 @@ def _run_config_of(config, legacy: Mapping[str, Any]) -> tuple[Any, dict[str, An
     """
     legacy = dict(legacy)
     if isinstance(config, str):
-        legacy = {"config": config, **legacy}
+        legacy = {legacy_string_keyword(config, legacy, IMAGE_ENCODER_CONFIGS): config, **legacy}
         config = None
     known = set(AttributesRunConfig.field_names()) | set(RENAMED_KEYWORDS)
     unknown = sorted(set(legacy) - known)

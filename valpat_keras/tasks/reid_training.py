@@ -56,6 +56,7 @@ from valpat_keras.evaluation.distances import pairwise_distance
 from valpat_keras.evaluation.features import FeatureSet
 from valpat_keras.evaluation.plots import plot_cmc, plot_ranked_results
 from valpat_keras.evaluation.reranking import re_ranking_from_features
+from valpat_keras.models.image_encoder import IMAGE_ENCODER_CONFIGS
 from valpat_keras.models.init import load_image_encoder
 from valpat_keras.models.preprocessors import ImagePreprocessor
 from valpat_keras.run_outputs import write_json
@@ -64,7 +65,11 @@ from valpat_keras.tasks.callbacks import TerminateOnNonFiniteLoss
 from valpat_keras.tasks.checkpointing import DEFAULT_EVERY_SECONDS, StepCheckpoint, fit_resumable
 from valpat_keras.tasks.clustering import rho_for_identity_size
 from valpat_keras.tasks.reid import FreezeBackbone, ReIDModel
-from valpat_keras.tasks.run_config import RunConfig, resolve_run_config
+from valpat_keras.tasks.run_config import (
+    RunConfig,
+    legacy_string_keyword,
+    resolve_run_config,
+)
 from valpat_keras.tasks.transfer_common import write_task_preset
 from valpat_keras.tasks.unsupervised_reid import ClusterContrastReID, fit_cluster_contrast
 
@@ -403,7 +408,8 @@ def _legacy_arguments(config, legacy: dict) -> tuple[ReIDRunConfig | None, dict]
         raise TypeError(f"train_reid() got unexpected keyword argument(s) {unknown}")
     legacy = dict(legacy)
     if isinstance(config, str):
-        legacy["config"], config = config, None
+        legacy[legacy_string_keyword(config, legacy, IMAGE_ENCODER_CONFIGS)] = config
+        config = None
     options = legacy.pop("options", None)
     if options is not None:
         if config is not None:

@@ -20,7 +20,7 @@ import dataclasses
 import json
 import typing
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -136,3 +136,24 @@ def resolve_run_config(config_cls: type[C], config: C | None, legacy: Mapping[st
                   f"be removed in the next release; pass {config_cls.__name__}(...) instead",
                   DeprecationWarning, stacklevel=3)
     return config.replace(**changes)
+
+
+def legacy_string_keyword(value: str, legacy: Mapping[str, Any],
+                          encoder_configs: Iterable[str]) -> str:
+    """The old keyword a string passed where a transfer run now takes its run config meant.
+
+    The old transfer signatures were ``train_x(dataset, out_dir, init="random",
+    config="tiny", ...)``: a string there is either ``config=`` (an encoder configuration
+    name) or the third positional argument, ``init`` (``"random"``, a run folder, a preset).
+
+    Args:
+        value: The string passed as ``config``.
+        legacy: The other old keyword arguments.
+        encoder_configs: The encoder configuration names.
+
+    Returns:
+        ``"config"`` or ``"init"``.
+    """
+    is_config = "init" in legacy or (value in set(encoder_configs)
+                                     and not Path(value).exists())
+    return "config" if is_config else "init"

@@ -31,14 +31,18 @@ from valpat_keras.losses.contrastive import symmetric_info_nce
 from valpat_keras.losses.search import identity_loss, sdm_loss
 from valpat_keras.models.backbone import ValPatBackbone
 from valpat_keras.models.embedding import encode_captions, encode_images
-from valpat_keras.models.image_encoder import build_image_encoder
+from valpat_keras.models.image_encoder import IMAGE_ENCODER_CONFIGS, build_image_encoder
 from valpat_keras.models.init import BACKBONE_DIR, TOKENIZER_DIR, load_backbone
 from valpat_keras.models.preprocessors import ValPatPreprocessor
 from valpat_keras.models.text_encoder import build_text_encoder
 from valpat_keras.run_outputs import write_json
 from valpat_keras.tasks.base import ValPatTask
 from valpat_keras.tasks.checkpointing import StepCheckpoint
-from valpat_keras.tasks.run_config import RunConfig, resolve_run_config
+from valpat_keras.tasks.run_config import (
+    RunConfig,
+    legacy_string_keyword,
+    resolve_run_config,
+)
 from valpat_keras.tasks.transfer_common import (
     cap_epochs,
     check_batch_size,
@@ -451,8 +455,8 @@ def train_search(dataset, out_dir: str | Path, config: SearchRunConfig | None = 
                                                             [r.path for r in data.test])
     ```
     """
-    if isinstance(config, str):  # The old `config="tiny"`: the image encoder configuration.
-        legacy = {"config": config, **legacy}
+    if isinstance(config, str):  # The old `config="tiny"`, or the old third positional `init`.
+        legacy = {legacy_string_keyword(config, legacy, IMAGE_ENCODER_CONFIGS): config, **legacy}
         config = None
     config = resolve_run_config(SearchRunConfig, config, legacy, "train_search",
                                 renamed={"config": "encoder_config"})
