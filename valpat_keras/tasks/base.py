@@ -31,13 +31,10 @@ def _is_auto(value) -> bool:
 class TaskContract:
     """Compile / loss / tracker contract shared by every task (a mixin for `keras.Model`).
 
-    Subclasses implement `task_loss` and `default_optimizer`, and may override
-    `default_metrics` and `configure_optimizer`.
+    Subclasses define ``default_optimizer(self)`` (the optimizer ``compile(optimizer="auto")``
+    uses) and ``task_loss(self, x, y, y_pred, training)`` (the task's objective on a batch, a
+    float32 scalar), and may override `default_metrics` and `configure_optimizer`.
     """
-
-    def default_optimizer(self) -> keras.optimizers.Optimizer:
-        """The optimizer ``compile(optimizer="auto")`` uses (the paper's recipe)."""
-        raise NotImplementedError(f"{type(self).__name__} must define default_optimizer()")
 
     def default_metrics(self) -> list | None:
         """The metrics ``compile(metrics="auto")`` uses; none by default."""
@@ -79,10 +76,6 @@ class TaskContract:
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
-    def task_loss(self, x, y, y_pred, training: bool):
-        """The task's objective on a batch (a float32 scalar)."""
-        raise NotImplementedError(f"{type(self).__name__} must define task_loss()")
-
     def regularization_loss(self):
         """The sum of ``self.losses`` (layer regularisers, ``add_loss``) in float32."""
         total = ops.zeros((), "float32")
@@ -115,15 +108,11 @@ class ValPatTask(TaskContract, keras_hub.models.Task):
 class EmbeddingMixin:
     """``embedding_model`` and ``embed`` for tasks whose output includes a retrieval embedding.
 
-    Subclasses implement `embedding_outputs` (symbolic images to embeddings) and may set
-    ``embedding_model_name``.
+    Subclasses define ``embedding_outputs(self, images)`` (the retrieval embedding of symbolic
+    ``images``, reusing the task's layers) and may set ``embedding_model_name``.
     """
 
     embedding_model_name = "embedding"
-
-    def embedding_outputs(self, images):
-        """The retrieval embedding of symbolic ``images`` (reuses the task's layers)."""
-        raise NotImplementedError(f"{type(self).__name__} must define embedding_outputs()")
 
     @property
     def embedding_model(self) -> keras.Model:
