@@ -1,7 +1,8 @@
 """Where a TensorFlow pretraining step spends its time: kernel time per op type and part.
 
-Builds the configuration of benchmarks/pretrain_speed.py (batch 32 at 128x64, tiny ResNet,
-4096-key queue, 2-layer text transformer, all three objectives), traces ``--steps`` steps
+Builds the configuration of benchmarks/pretrain_speed.py (by default batch 32 at 128x64, tiny
+ResNet, 4096-key queue, 2-layer text transformer, all three objectives; ``--config resnet50``,
+``--image-size``, ``--batch-size`` and ``--last-stride`` as there), traces ``--steps`` steps
 of ``fit`` with the TensorFlow profiler and sums the kernel time of every op by (op type,
 part of the step): ``query`` (query encoder and heads forward), ``key`` (momentum encoder
 branch), ``grad`` (backward pass), ``optimizer``. Figures are milliseconds of kernel time
@@ -72,16 +73,25 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=10, help="traced steps (10)")
     parser.add_argument("--top", type=int, default=25, help="rows to print (25)")
+    parser.add_argument("--config", choices=("tiny", "resnet50"), default="tiny",
+                        help="pretraining config, as in pretrain_speed.py (tiny)")
+    parser.add_argument("--image-size", default=None, metavar="HxW",
+                        help="e.g. 256x128 (default: the config's)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--last-stride", type=int, choices=(1, 2), default=1)
     args = parser.parse_args(argv)
 
     import tensorflow as tf
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from pretrain_speed import _batch, build_benchmark_pretrainer
+    from pretrain_speed import _batch, benchmark_spec, build_benchmark_pretrainer, parse_image_size
 
-    model = build_benchmark_pretrainer()
+    size = parse_image_size(args.image_size) if args.image_size else None
+    spec = benchmark_spec(args.config, size, last_stride=args.last_stride)
+    model = build_benchmark_pretrainer(spec)
     model.compile(jit_compile=False)
-    data = tf.data.Dataset.from_tensors(_batch(np.random.default_rng(0), 32)).repeat()
+    batch = _batch(np.random.default_rng(0), args.batch_size, tuple(spec["image_size"]))
+    data = tf.data.Dataset.from_tensors(batch).repeat()
     model.fit(data, epochs=1, steps_per_epoch=3, verbose=0)  # trace and warm up first
     with tempfile.TemporaryDirectory() as logdir:
         tf.profiler.experimental.start(logdir)

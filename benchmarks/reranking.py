@@ -11,13 +11,19 @@ Usage:
 
 ```
 python benchmarks/reranking.py [--msmt] [--scale 1.0] [--dim 256] [--dense-output]
+    [--out runs/reranking] [--publish tutorials/generated/reranking.md]
 ```
+
+Writes ``results.json`` (one entry per case and options, earlier cases kept) and
+``reranking.md`` (their table) into ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import resource
 import subprocess
 import sys
@@ -25,6 +31,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from valpat_keras.run_outputs import write_json, write_report
 
 sys.path.insert(0, str(Path(__file__).parent))
 from eval_metrics import CASES, synthetic_reid
@@ -56,7 +64,9 @@ def run(case: str, scale: float, dim: int, dense_output: bool, check_dense: bool
         blocks = iter_re_ranking_blocks(qf, gf, compute_dtype=np.float32)
         after = evaluate_reid_from_blocks(blocks, *ids)
         seconds = time.perf_counter() - start
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     result = {"case": case, "queries": n_q, "gallery": n_g, "seconds": seconds,
+              "cpu_seconds": usage.ru_utime + usage.ru_stime,  # whole process, robust to load
               "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
               "rss_before_gib": base_rss, "mAP_before": before["mAP"],
               "mAP_after": after["mAP"]}
@@ -78,6 +88,9 @@ def main() -> None:
                         help="materialise the (Q, G) output instead of streaming blocks")
     parser.add_argument("--check-dense", action="store_true",
                         help="compare with the dense reference (small scales only)")
+    parser.add_argument("--out", default="runs/reranking", help="output folder")
+    parser.add_argument("--publish", default=None, metavar="MD",
+                        help="also write the table to this Markdown file (for the docs)")
     parser.add_argument("--run-one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     case = "msmt" if args.msmt else "market"
@@ -97,6 +110,38 @@ def main() -> None:
     if "max_abs_diff_vs_dense" in r:
         line += f"; max |sparse - dense| {r['max_abs_diff_vs_dense']:.2e}"
     print(line)
+    record(r, args)
+
+
+def record(result: dict, args: argparse.Namespace) -> None:
+    """Adds the case to OUT/results.json (replacing a run with the same options), writes
+    the table of all recorded cases and prints it."""
+    out = Path(args.out)
+    path = out / "results.json"
+    key = {"case": result["case"], "scale": args.scale, "dim": args.dim,
+           "dense_output": args.dense_output}
+    cases = json.loads(path.read_text())["cases"] if path.exists() else []
+    cases = [c for c in cases if {k: c.get(k) for k in key} != key] + [{**key, **result}]
+    machine = f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores"
+    write_json(path, {"machine": machine, "cases": cases})
+    markdown = markdown_table(machine, cases)
+    write_report(markdown, out / "reranking.md", args.publish)
+    print(markdown)
+
+
+def markdown_table(machine: str, cases: list[dict]) -> str:
+    """The Markdown table of the recorded cases."""
+    lines = [(f"Sparse k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3), synthetic features; "
+              f"{machine}."), "",
+             "| case | queries x gallery | dim | output | time | peak RSS | mAP before -> after |",
+             "|---|---:|---:|---|---:|---:|---|"]
+    for c in cases:
+        output = "held (Q x G)" if c["dense_output"] else "streamed blocks"
+        cpu = f" ({c['cpu_seconds']:.0f} s CPU)" if "cpu_seconds" in c else ""
+        lines.append(f"| {c['case']} | {c['queries']:,} x {c['gallery']:,} | {c['dim']} | "
+                     f"{output} | {c['seconds']:.1f} s{cpu} | {c['peak_rss_gib']:.2f} GiB | "
+                     f"{c['mAP_before']:.3f} -> {c['mAP_after']:.3f} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -42,6 +42,8 @@ from valpat_keras.models.backbone import L2Normalize, LogitScale, ValPatBackbone
 from valpat_keras.models.batch_norm import BatchNormalization as ClosedFormBatchNormalization
 from valpat_keras.models.heads import AttributeHead, PredictionHead, ProjectionHead
 from valpat_keras.models.image_encoder import ImageEncoder, build_image_encoder
+from valpat_keras.models.mgn import EmbeddingHead
+from valpat_keras.models.non_local import NonLocalBlock
 from valpat_keras.models.pooling import GeneralizedMeanPooling2D, TokenPooling
 from valpat_keras.models.preprocessors import (
     CaptionPreprocessor,
@@ -50,11 +52,18 @@ from valpat_keras.models.preprocessors import (
     ValPatPreprocessor,
 )
 from valpat_keras.models.reid_head import BNNeck
-from valpat_keras.models.text_encoder import TextEncoder, build_text_encoder
+from valpat_keras.models.text_encoder import PresetTextEncoder, TextEncoder, build_text_encoder
+from valpat_keras.models.vit_resize import StridedViTBackbone, StridedViTPatchingAndEmbedding
 from valpat_keras.optimizers import GroupedAdamW
 from valpat_keras.tasks.attributes import AttributeMeanAccuracy, AttributeRecognizer
 from valpat_keras.tasks.pretrainer import ValPatPretrainer
-from valpat_keras.tasks.reid import GradientGate, ReIDModel, WarmupLearningRate
+from valpat_keras.tasks.reid import (
+    AGWReID,
+    GradientGate,
+    MGNReID,
+    ReIDModel,
+    WarmupLearningRate,
+)
 from valpat_keras.tasks.search import TextSearchModel
 from valpat_keras.tasks.unsupervised_reid import ClusterContrastReID, ClusterMemory
 
@@ -150,10 +159,45 @@ def _closed_form_batch_norm(tmp_path):
     assert_allclose_structure(revived(x, training=True), layer(x, training=True))
 
 
+@case("EmbeddingHead")
+def _embedding_head(tmp_path):
+    run_layer_test(EmbeddingHead, {"embedding_dim": 4, "num_classes": 3},
+                   _rng().normal(size=(4, 6)).astype("float32"), call_kwargs=INFERENCE,
+                   expected_output_shape=((4, 4), (4, 3)))
+
+
+@case("NonLocalBlock")
+def _non_local_block(tmp_path):
+    x = _rng().normal(size=(2, 3, 2, 5)).astype("float32")
+    run_layer_test(NonLocalBlock, {"inter_channels": 2}, x, call_kwargs=INFERENCE,
+                   expected_output_shape=(2, 3, 2, 5))
+    # The output batch norm starts at zero scale: a new block is the identity.
+    np.testing.assert_allclose(to_numpy(NonLocalBlock(2)(x, training=False)), x, atol=1e-6)
+
+
 @case("GeneralizedMeanPooling2D")
 def _gem(tmp_path):
     run_layer_test(GeneralizedMeanPooling2D, {"p": 2.5, "trainable_p": False, "eps": 1e-5},
                    _rng().random((2, 4, 3, 5)).astype("float32"), expected_output_shape=(2, 5))
+
+
+@case("StridedViTPatchingAndEmbedding")
+def _strided_vit_patching(tmp_path):
+    # 8-pixel patches every 4 pixels on 16x12: a 3x2 grid plus the class token.
+    run_layer_test(StridedViTPatchingAndEmbedding,
+                   {"image_size": (16, 12), "patch_size": (8, 8), "hidden_dim": 4,
+                    "patch_stride": (4, 4)},
+                   _rng().random((2, 16, 12, 3)).astype("float32"),
+                   expected_output_shape=(2, 7, 4))
+
+
+@case("StridedViTBackbone")
+def _strided_vit_backbone(tmp_path):
+    init = {"image_shape": (16, 12, 3), "patch_size": 8, "patch_stride": 4, "num_layers": 1,
+            "num_heads": 2, "hidden_dim": 4, "mlp_dim": 8}
+    images = _rng().random((2, 16, 12, 3)).astype("float32")
+    run_preset_saving_test(StridedViTBackbone, init, images, tmp_path / "preset")
+    run_model_saving_test(StridedViTBackbone, init, images, tmp_path)
 
 
 @case("TokenPooling")
@@ -338,6 +382,22 @@ def _text_encoder_case(tmp_path):
     run_model_saving_test(TextEncoder, init, _token_ids(), tmp_path)
 
 
+@case("PresetTextEncoder")
+def _preset_text_encoder(tmp_path):
+    # A tiny random BERT (as `tests/tiny_presets.py` saves it) with BERT's [SEP]-ended ids.
+    def init():
+        bert = keras_hub.models.BertBackbone(
+            vocabulary_size=VOCABULARY_SIZE, num_layers=1, num_heads=2, hidden_dim=16,
+            intermediate_dim=32, max_sequence_length=SEQUENCE_LENGTH)
+        return {"backbone": bert, "end_token_id": 3, "pooling": "mean"}
+    run_preset_saving_test(PresetTextEncoder, init(), _token_ids(), tmp_path / "preset")
+    run_model_saving_test(PresetTextEncoder, init(), _token_ids(), tmp_path)
+    backbone = {"image_encoder": _image_encoder(), "embedding_dim": 8,
+                "text_encoder": PresetTextEncoder(**init())}
+    (tmp_path / "backbone").mkdir()
+    run_model_saving_test(ValPatBackbone, backbone, _pairs(), tmp_path / "backbone")
+
+
 @case("ValPatBackbone")
 def _valpat_backbone(tmp_path):
     def init():
@@ -364,6 +424,29 @@ def _reid_model(tmp_path):
                               model.embedding_model(_images()))
 
 
+@case("MGNReID")
+def _mgn_reid(tmp_path):
+    model, restored = run_model_saving_test(
+        MGNReID, {"backbone": _image_encoder(), "num_classes": 5, "embedding_dim": 4,
+                  "id_loss_weight": 0.5, "part_triplet": False}, _images(), tmp_path,
+        compile_kwargs={})
+    assert restored.embedding_dim == 4 and not restored.part_triplet
+    assert_allclose_structure(restored.embedding_model(_images()),
+                              model.embedding_model(_images()))
+
+
+@case("AGWReID")
+def _agw_reid(tmp_path):
+    model, restored = run_model_saving_test(
+        AGWReID, {"backbone": _image_encoder(), "num_classes": 5, "triplet_margin": 0.2,
+                  "non_local_blocks": [0, 1, 1], "non_local_inter_channels": 2},
+        _images(), tmp_path, compile_kwargs={})
+    assert restored.non_local_blocks == [0, 1, 1] and len(restored.non_local) == 2
+    assert not restored.backbone.pooling_layer.exponent.trainable
+    assert_allclose_structure(restored.embedding_model(_images()),
+                              model.embedding_model(_images()))
+
+
 @case("ClusterContrastReID")
 def _cluster_contrast(tmp_path):
     centroids = _rng(1).normal(size=(3, _image_encoder().feature_dim)).astype("float32")
@@ -382,9 +465,16 @@ def _attribute_recognizer(tmp_path):
         AttributeRecognizer,
         {"backbone": _image_encoder(), "num_attributes": 4,
          "positive_ratios": [0.2, 0.5, 0.7, 0.4], "attribute_names": names,
-         "eval_indices": [0, 2, 3], "label_smoothing": 0.1, "head_lr_multiplier": 5.0},
+         "eval_indices": [0, 2, 3], "label_smoothing": 0.1, "head_lr_multiplier": 5.0,
+         "thresholds": [0.3, 0.5, 0.65, 0.2], "exclusive_groups": [[1, 3]]},
         _images(), tmp_path, compile_kwargs={"optimizer": GroupedAdamW(1e-3)})
     assert restored.attribute_names == names
+    # The calibrated decision rules are config: a loaded model decides as the saved one.
+    np.testing.assert_array_equal(restored.attribute_thresholds, [0.3, 0.5, 0.65, 0.2])
+    assert restored.exclusive_groups == [[1, 3]]
+    probs = np.array([[0.31, 0.6, 0.6, 0.9], [0.29, 0.1, 0.7, 0.15]])
+    np.testing.assert_array_equal(restored.decide(probs), [[True, False, False, True],
+                                                          [False, False, True, True]])
     # The head's learning-rate multiplier is runtime state: re-compiling sets it again.
     head = restored.head.trainable_variables
     assert head and {restored.optimizer.multiplier(v) for v in head} == {5.0}
@@ -421,8 +511,13 @@ TASK_PRESET_CASES = {
     ClusterContrastReID: (lambda: {"backbone": _image_encoder(), "memory_capacity": 6},
                           _images),
     AttributeRecognizer: (lambda: {"backbone": _image_encoder(), "num_attributes": 3,
-                                   "positive_ratios": [0.2, 0.5, 0.7]}, _images),
+                                   "positive_ratios": [0.2, 0.5, 0.7],
+                                   "thresholds": [0.4, 0.5, 0.3],
+                                   "exclusive_groups": [[0, 2]]}, _images),
     TextSearchModel: (lambda: {"backbone": _backbone(), "num_classes": 3}, _pairs),
+    MGNReID: (lambda: {"backbone": _image_encoder(), "num_classes": 5, "embedding_dim": 4},
+              _images),
+    AGWReID: (lambda: {"backbone": _image_encoder(), "num_classes": 5}, _images),
 }
 
 

@@ -13,5 +13,14 @@ __version__ = "0.1.0"
 
 #: Subpackages (imported on use): ``datasets`` (loaders), ``data``, ``models``, ``losses``,
 #: ``tasks`` (pretraining and transfers, with their run configs), ``evaluation``, ``demo``,
-#: ``saving`` (load any saved model in a fresh process), ``cli``.
-__all__ = ["__version__"]
+#: ``saving`` (load any saved model in a fresh process), ``serving``, ``cli``.
+__all__ = ["PersonIndex", "__version__"]
+
+
+def __getattr__(name: str):
+    # `PersonIndex` is imported on first use: it imports Keras, which must wait for the backend.
+    if name == "PersonIndex":
+        from valpat_keras.serving.index import PersonIndex
+
+        return PersonIndex
+    raise AttributeError(f"module 'valpat_keras' has no attribute {name!r}")

@@ -56,3 +56,22 @@ def test_jaccard_distance_is_the_jaccard_term_of_re_ranking():
     dense = _dense(x[:15], x[15:], k1=6, k2=3, lambda_value=0.0)
     np.testing.assert_allclose(jaccard[:15, 15:], dense, atol=1e-5, rtol=0)
     np.testing.assert_allclose(np.diag(jaccard), 0.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("block_size", [7, 512])
+def test_jaccard_graph_stores_every_pair_below_one_with_the_dense_value(block_size):
+    from valpat_keras.evaluation.reranking import jaccard_distance, jaccard_neighbour_graph
+
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(60, 6)).astype(np.float32)
+    x[3] = x[2]  # a duplicate: distance exactly 0, kept as a stored entry
+    dense = jaccard_distance(x, k1=5, k2=2, block_size=block_size)
+    graph = jaccard_neighbour_graph(x, k1=5, k2=2, block_size=block_size)
+    coo = graph.tocoo()  # stored entries, zeros included (nonzero() would drop them)
+    stored = np.zeros(dense.shape, dtype=bool)
+    stored[coo.row, coo.col] = True
+    np.testing.assert_array_equal(stored, dense < 1.0)
+    np.testing.assert_array_equal(graph.toarray()[stored], dense[stored])  # bit-identical
+    assert (dense[~stored] == 1.0).all() and stored.mean() < 0.5
+    assert graph[2, 3] == 0.0 and stored[2, 3] and np.diag(stored).all()
+    assert graph.has_sorted_indices

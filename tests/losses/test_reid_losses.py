@@ -12,6 +12,7 @@ from valpat_keras.losses.reid import (
     cluster_contrast_loss,
     cross_entropy_label_smoothing,
     update_cluster_memory,
+    weighted_regularized_triplet,
 )
 
 
@@ -107,3 +108,42 @@ def test_update_cluster_memory_matches_numpy(batch, hard):
     got = _np(update_cluster_memory(memory, features, labels, momentum=0.2, hard=hard))
     np.testing.assert_allclose(got, expected, atol=1e-5)
     np.testing.assert_array_equal(got[[1, 3, 5]], memory[[1, 3, 5]])
+
+
+def _numpy_weighted_regularized_triplet(features, labels, margin):
+    """AGW's WRT written anchor by anchor: softmax-weighted positive and negative distances."""
+    f = features.astype(np.float64)
+    losses = []
+    for anchor in range(len(f)):
+        dist = np.sqrt(((f - f[anchor]) ** 2).sum(-1))
+        same = labels == labels[anchor]
+        d_pos, d_neg = dist[same], dist[~same]
+        w_pos = np.exp(d_pos - d_pos.max())
+        w_neg = np.exp(-d_neg - (-d_neg).max())
+        d_ap = (w_pos / w_pos.sum() * d_pos).sum()
+        d_an = (w_neg / w_neg.sum() * d_neg).sum()
+        difference = d_ap - d_an
+        losses.append(np.log1p(np.exp(difference)) if margin is None
+                      else max(difference + margin, 0.0))
+    return np.mean(losses)
+
+
+@pytest.mark.parametrize("margin", [None, 0.3])
+@pytest.mark.parametrize("scale", [1.0, 40.0])
+def test_weighted_regularized_triplet_matches_numpy(batch, margin, scale):
+    # scale 40: distances in the hundreds, where exp(-d) underflows without the masked shift.
+    features, labels = batch
+    features = features * scale
+    expected = _numpy_weighted_regularized_triplet(features, labels, margin)
+    got = _np(weighted_regularized_triplet(features, labels, margin))
+    assert np.isfinite(got)
+    np.testing.assert_allclose(got, expected, rtol=2e-5, atol=1e-5)
+
+
+def test_weighted_regularized_triplet_lies_between_mean_and_hardest_mining(batch):
+    # The weighted distances are convex combinations: d_ap <= the hardest positive, d_an >=
+    # the hardest negative, so WRT never exceeds the batch-hard soft-margin loss.
+    features, labels = batch
+    wrt = float(_np(weighted_regularized_triplet(features, labels)))
+    hard = float(_np(batch_hard_triplet(features, labels, margin=None)))
+    assert 0.0 < wrt < hard

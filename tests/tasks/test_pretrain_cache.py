@@ -10,7 +10,7 @@ import pytest
 
 from valpat_keras.data.records import PretrainDataset, PretrainRecord
 from valpat_keras.tasks import pretrain_cache
-from valpat_keras.tasks.pretrain_config import DISPLAY_ONLY, PretrainConfig
+from valpat_keras.tasks.pretrain_config import DISPLAY_ONLY, KEYED_WHEN_SET, PretrainConfig
 
 pytestmark = pytest.mark.keras
 
@@ -51,6 +51,9 @@ def test_a_finished_run_is_reused_and_fresh_retrains(tmp_path, calls):
     expected = config.to_dict()
     for name in DISPLAY_ONLY:
         del expected[name]
+    # Preset fields count only once set, so runs cached before they existed keep their key.
+    for name in KEYED_WHEN_SET:
+        assert expected.pop(name) is None
     assert key["identity"]["arguments"] == expected
     # The same settings, spelled otherwise (verbosity does not count): the cached run.
     again, reused = pretrain_cache.cached_pretrain(data, tmp_path / "cache",

@@ -294,8 +294,12 @@ def test_train_reid_selects_on_held_out_train_ids_and_reads_test_once(
     assert metrics["num_valid_queries"] == len(dataset.query)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["best_epoch"] == metrics["best_epoch"] and saved["selection"] == "validation"
+    calibration = json.loads((tmp_path / "verification.json").read_text())
+    assert calibration["split"] == "validation"
+    assert saved["verification"]["threshold"] == calibration["threshold"]
     saved = keras.saving.load_model(tmp_path / "reid_model.keras")
     assert saved.num_classes == 6
+    _check_threshold_on_validation(saved, dataset, calibration)
     # The run folder is also one preset: the same task, with an image preprocessor that
     # takes raw uint8 images of any size.
     preset = load_task(tmp_path)
@@ -306,6 +310,27 @@ def test_train_reid_selects_on_held_out_train_ids_and_reads_test_once(
     converted = keras.ops.convert_to_numpy(preset.preprocessor(raw))
     assert converted.shape == (2, *IMAGE_SIZE, 3)
     assert 0.0 <= converted.min() and converted.max() <= 1.0 and converted.max() > 0.5
+
+
+def _check_threshold_on_validation(model, dataset, calibration):
+    """The run's threshold, recomputed from the kept model's validation pairs (sklearn ROC)."""
+    from sklearn.metrics import roc_curve
+
+    from valpat_keras.evaluation.callbacks import ReIDEvaluator
+
+    _, val_query, val_gallery = split_reid_validation(dataset.train, 0.1, 0)
+    query, gallery = ReIDEvaluator(val_query, val_gallery, IMAGE_SIZE, 64,
+                                   metric="cosine").extract(model.embedding_model)
+    similarity = query.features @ gallery.features.T
+    same_id = query.pids[:, None] == gallery.pids[None, :]
+    kept = ~(same_id & (query.camids[:, None] == gallery.camids[None, :]))
+    fpr, tpr, thresholds = roc_curve(same_id[kept], similarity[kept])
+    allowed = fpr <= calibration["target_fpr"]
+    best = np.flatnonzero(allowed)[np.argmax(tpr[allowed])]
+    if tpr[best] > 0:
+        assert calibration["threshold"] == pytest.approx(thresholds[best], abs=1e-5)
+    else:  # no pair can be accepted at this FPR: a threshold above every similarity
+        assert calibration["threshold"] > similarity[kept].max()
 
 
 def test_train_reid_without_validation_keeps_the_last_epoch(toy_reid_records, tmp_path,

@@ -21,16 +21,17 @@ from valpat_keras.cli.common import parse_data_spec
 from valpat_keras.data.registry import available, get_entry
 from valpat_keras.data.registry import load as load_registered
 from valpat_keras.errors import InputError
+from valpat_keras.runtime import add_runtime_arguments
 
 #: What each transfer command reads, as a registry kind.
 COMMAND_KINDS = {"reid": "reid", "evaluate": "reid", "attributes": "attributes",
                  "search": "text"}
 #: Loaders that read any kind (given by their ``kind`` option).
-ANY_KIND_LOADERS = ("manifest", "folder")
+ANY_KIND_LOADERS = ("manifest", "folder", "shards")
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, default_epochs: int) -> None:
-    """Adds --data, --out, the init choice and the training options."""
+    """Adds --data, --out, the init choice, the training and the runtime options."""
     parser.add_argument("--data", required=True, metavar="NAME:ROOT",
                         help="dataset name and folder (e.g. pa100k:/data), or synthped[:DIR] to "
                              "generate a SynthPed set")
@@ -62,6 +63,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_epochs: int) -
                              "end); rerunning the same command resumes exactly")
     parser.add_argument("--synthped-preset", default="tiny",
                         help="SynthPed size preset for --data synthped (default tiny)")
+    add_runtime_arguments(parser)  # --mixed-precision, --distribute, --devices
 
 
 def init_of(args: argparse.Namespace) -> str:

@@ -60,6 +60,11 @@ def positive_float(text: str) -> float:
     return value
 
 
+def positive_float_or_auto(text: str) -> float | str:
+    """``"auto"`` or a finite float > 0 (e.g. DBSCAN's radius, read off the data when auto)."""
+    return "auto" if text == "auto" else positive_float(text)
+
+
 def non_negative_float(text: str) -> float:
     """A finite number >= 0 (loss weights, learning-rate multipliers)."""
     value = _finite_float(text, "a number >= 0")

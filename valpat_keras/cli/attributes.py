@@ -22,7 +22,9 @@ from valpat_keras.cli._transfer_args import (
     require_splits,
 )
 from valpat_keras.cli.arg_types import fraction, non_negative_float, non_negative_int
+from valpat_keras.cli.recipe_args import add_recipe_arguments, apply_recipe_fields
 from valpat_keras.errors import InputError
+from valpat_keras.runtime import runtime_fields
 
 if TYPE_CHECKING:
     from valpat_keras.tasks.attributes import AttributesRunConfig
@@ -56,6 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--zero-shot", action="store_true",
                         help="also report zero-shot mA of the pretrained image-text backbone "
                              "(needs --init RUN_DIR)")
+    add_recipe_arguments(parser)
     parser.set_defaults(run=run)
 
 
@@ -71,7 +74,7 @@ def run_config_of(args: argparse.Namespace) -> AttributesRunConfig:
         label_smoothing=args.label_smoothing, seed=args.seed, zero_shot=args.zero_shot,
         freeze_batch_norm=args.freeze_bn, loss_weighting=args.loss_weighting,
         head_init=args.head_init, steps_per_epoch=args.steps_per_epoch,
-        checkpoint_every_steps=args.checkpoint_every,
+        checkpoint_every_steps=args.checkpoint_every, **runtime_fields(args),
         **{key: value for key, value in options.items() if value is not None})
 
 
@@ -89,13 +92,17 @@ def run(args: argparse.Namespace) -> int:
     # Imported here, not at the top: see `run_config_of`.
     from valpat_keras.tasks import attributes
 
-    config = run_config_of(args)
+    config = apply_recipe_fields(run_config_of(args), args)
     metrics = attributes.train_attributes(dataset, args.out, config)
     line = (f"mA {100 * metrics['ma']:.2f}  acc {100 * metrics['instance_acc']:.2f}  "
             f"prec {100 * metrics['instance_prec']:.2f}  "
             f"recall {100 * metrics['instance_recall']:.2f}  "
             f"F1 {100 * metrics['instance_f1']:.2f}")
     print(f"fine-tuned ({config.init}): {line}")
+    if "calibrated" in metrics:
+        calibrated = metrics["calibrated"]
+        print(f"with thresholds calibrated on val (and exclusive groups): "
+              f"mA {100 * calibrated['ma']:.2f}  F1 {100 * calibrated['instance_f1']:.2f}")
     if "zero_shot" in metrics:
         print(f"zero-shot mA {100 * metrics['zero_shot']['ma']:.2f}")
     print(f"wrote {args.out}/metrics.json, history.json, attribute_bars.png")

@@ -18,6 +18,7 @@ import importlib
 import os
 import sys
 
+from valpat_keras.cli.recipe_args import apply_recipe
 from valpat_keras.data.errors import decode_failure_from
 from valpat_keras.errors import InputError, NonFiniteLossError
 from valpat_keras.quiet import quiet_frameworks
@@ -32,6 +33,10 @@ COMMANDS: dict[str, str] = {
     "reid": "reid",
     "evaluate": "evaluate",
     "pretrain": "pretrain",
+    "pack": "pack",
+    "index": "index",
+    "query": "query",
+    "export": "export",
 }
 
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -73,9 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     """Runs the `valpat` command; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     _preparse_backend(argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     quiet_frameworks()
     try:
+        # --recipe / --config-file: the file's values become the flags' defaults.
+        args = apply_recipe(parser, argv, args)
         return int(args.run(args) or 0)
     except (InputError, FileNotFoundError) as error:
         print(f"valpat {args.command}: error: {error}", file=sys.stderr)

@@ -24,7 +24,9 @@ from valpat_keras.cli.arg_types import (
     positive_int,
     weights,
 )
+from valpat_keras.cli.recipe_args import add_recipe_arguments, apply_recipe_fields
 from valpat_keras.errors import InputError
+from valpat_keras.runtime import add_runtime_arguments, runtime_fields
 from valpat_keras.tasks.pretrain_config import PretrainConfig
 
 OBJECTIVES = ("ssl", "itc", "attr")
@@ -83,9 +85,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                              "clothing colour) or moco_v2 (default reid)")
     parser.add_argument("--learning-rate", type=positive_float, default=1e-3,
                         help="AdamW rate (1e-3)")
-    parser.add_argument("--mixed-precision", nargs="?", const="mixed_bfloat16", default=None,
-                        choices=("mixed_bfloat16", "mixed_float16"),
-                        help="mixed precision policy (flag alone: mixed_bfloat16)")
+    add_runtime_arguments(parser)  # --mixed-precision, --distribute, --devices
     parser.add_argument("--synthped-preset", choices=("tiny", "small", "default"),
                         default="small", help="SynthPed size when --data is not given (small)")
     parser.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="STEPS",
@@ -93,8 +93,26 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                              "optimiser steps (default: every 10 minutes, and at each epoch "
                              "end); rerunning the same command resumes exactly")
     parser.add_argument("--quiet", action="store_true", help="one line per epoch")
+    add_preset_arguments(parser)
+    add_recipe_arguments(parser)
     parser.set_defaults(run=run)
     return parser
+
+
+def add_preset_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds ``--text-preset``, ``--image-preset`` and ``--pixel-normalization``."""
+    parser.add_argument("--text-preset", default=None, metavar="NAME_OR_DIR",
+                        help="pretrained text tower and its tokenizer: a keras-hub preset "
+                             "(e.g. bert_base_en_uncased) or preset folder of a BERT, "
+                             "DistilBERT, RoBERTa or CLIP text backbone (default: a small "
+                             "transformer on a vocabulary learnt from the captions)")
+    parser.add_argument("--image-preset", default=None, metavar="NAME_OR_DIR",
+                        help="start the image tower from a keras-hub ResNet/ViT preset, e.g. "
+                             "resnet_50_imagenet, or a preset folder (default: random init)")
+    parser.add_argument("--pixel-normalization", default=None,
+                        choices=("imagenet", "lup", "preset"),
+                        help="pixel mean/std: ImageNet's, LUPerson's, or the image preset's "
+                             "converter's (default: preset with --image-preset, else imagenet)")
 
 
 def config_from_args(args: argparse.Namespace) -> PretrainConfig:
@@ -112,9 +130,10 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
         loss_weights=args.loss_weights, epochs=args.epochs, steps=args.steps,
         batch_size=args.batch_size, image_size=args.image_size, seed=args.seed,
         queue_size=args.queue_size, momentum=args.momentum, augment=args.views,
-        learning_rate=args.learning_rate, mixed_precision=args.mixed_precision,
-        synthped_preset=args.synthped_preset, checkpoint_every_steps=args.checkpoint_every,
-        verbose=2 if args.quiet else 1)
+        learning_rate=args.learning_rate, synthped_preset=args.synthped_preset,
+        checkpoint_every_steps=args.checkpoint_every, verbose=2 if args.quiet else 1,
+        text_preset=args.text_preset, image_preset=args.image_preset,
+        pixel_normalization=args.pixel_normalization, **runtime_fields(args))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -124,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
         InputError: Bad data or options (`valpat_keras.cli.main` prints it, exit status 2).
         NonFiniteLossError: The loss became NaN/inf (printed by `main`, exit status 3).
     """
-    config = config_from_args(args)
+    config = apply_recipe_fields(config_from_args(args), args)
     # Imported here: it imports Keras, which must wait until `--backend` is applied
     # (`valpat_keras.cli.main` imports every command module to build the parser).
     from valpat_keras.tasks.pretraining import pretrain

@@ -7,7 +7,9 @@ Example::
     valpat reid --data market1501:/data --out runs/reid_usl --init runs/pretrain --unsupervised
     valpat reid --data synthped --out runs/reid_demo --random-init --epochs 2 --image-size 64x32
 
-Supervised training is BoT (ID + triplet loss, BNNeck); ``--unsupervised`` is Cluster
+Supervised training is BoT (ID + triplet loss, BNNeck), or ``--head mgn`` (MGN: global and
+2 / 3 stripe branches, the 2048-d concatenation as the embedding) or ``--head agw`` (AGW:
+non-local blocks, GeM, weighted regularised triplet) on a ResNet; ``--unsupervised`` is Cluster
 Contrast (DBSCAN pseudo-labels, cluster memory). The best epoch is chosen on a validation
 split held out from the training identities (``--val-fraction``, default 0.1; 0 keeps the last
 epoch); the test query / gallery are scored once, at the end. Writes RUN_DIR/metrics.json
@@ -30,8 +32,11 @@ from valpat_keras.cli.arg_types import (
     int_at_least,
     non_negative_int,
     positive_float,
+    positive_float_or_auto,
     positive_int,
 )
+from valpat_keras.cli.recipe_args import add_recipe_arguments, apply_recipe_fields
+from valpat_keras.runtime import runtime_fields
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -64,14 +69,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--eval-every", type=positive_int, default=1,
                         help="evaluate on the validation split and keep the best model every "
                              "N epochs (default 1)")
-    parser.add_argument("--eps", type=positive_float, default=0.6,
-                        help="DBSCAN radius on the Jaccard distance (unsupervised; default 0.6)")
+    parser.add_argument("--eps", type=positive_float_or_auto, default=0.6,
+                        help="DBSCAN radius on the Jaccard distance, or auto: read off each "
+                             "round's distances (unsupervised; default 0.6)")
     parser.add_argument("--min-samples", type=positive_int, default=4,
                         help="DBSCAN core-point size (unsupervised; default 4)")
     parser.add_argument("--k1", type=positive_int, default=30,
                         help="k-reciprocal neighbourhood of the clustering distance (default 30)")
     parser.add_argument("--hard-memory", action="store_true",
                         help="update the cluster memory with the hardest instance")
+    parser.add_argument("--head", choices=("bot", "mgn", "agw"), default="bot",
+                        help="supervised head: bot (BNNeck, ID + triplet), mgn (global + 2 "
+                             "+ 3 stripe branches, fast-reid's MGN) or agw (non-local, GeM, "
+                             "weighted regularised triplet); mgn / agw need a ResNet "
+                             "(default bot)")
+    parser.add_argument("--head-id-weight", type=positive_float, default=None,
+                        help="weight of the identity loss (mgn: of each of its 8 terms); "
+                             "default: the head's (bot 1, mgn 0.125, agw 1)")
+    parser.add_argument("--head-triplet-weight", type=positive_float, default=None,
+                        help="weight of the triplet loss (mgn: of each of its 5 terms); "
+                             "default: the head's (bot 1, mgn 0.2, agw 1)")
+    parser.add_argument("--mgn-embedding-dim", type=positive_int, default=256,
+                        help="reduced dimension of each of MGN's 8 heads (default 256)")
+    add_recipe_arguments(parser)
     parser.set_defaults(run=run)
 
 
@@ -87,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     # Imported here: Keras loads only once the arguments and the data have been checked.
     from valpat_keras.tasks.reid_training import train_reid
 
-    metrics = train_reid(dataset, args.out, run_config(args))
+    metrics = train_reid(dataset, args.out, apply_recipe_fields(run_config(args), args))
     _report(metrics, args)
     return 0
 
@@ -104,12 +124,17 @@ def run_config(args: argparse.Namespace):
         validation_fraction=args.val_fraction, eval_every=args.eval_every,
         eval_batch_size=args.batch_size, eps=args.eps, min_samples=args.min_samples,
         k1=args.k1, hard_memory_update=args.hard_memory, steps_per_epoch=args.steps_per_epoch,
-        checkpoint_every_steps=args.checkpoint_every)
+        checkpoint_every_steps=args.checkpoint_every, head=args.head,
+        head_id_loss_weight=args.head_id_weight,
+        head_triplet_loss_weight=args.head_triplet_weight,
+        mgn_embedding_dim=args.mgn_embedding_dim, **runtime_fields(args))
     return config.replace(learning_rate=args.lr) if args.lr else config
 
 
 def _report(metrics: dict, args: argparse.Namespace) -> None:
     mode = "unsupervised" if metrics["unsupervised"] else "supervised"
+    if metrics.get("head", "bot") not in ("bot", "cluster_contrast"):
+        mode = f"{mode} {metrics['head'].upper()}"
     if metrics["selection"] == "validation":
         print(f"kept epoch {metrics['best_epoch'] + 1} of {metrics['epochs']} (validation mAP "
               f"{100 * metrics['best_val_mAP']:.2f} on {metrics['num_val_ids']} held-out ids)")

@@ -22,6 +22,8 @@ from valpat_keras.cli._transfer_args import (
     require_splits,
 )
 from valpat_keras.cli.arg_types import weights
+from valpat_keras.cli.recipe_args import add_recipe_arguments, apply_recipe_fields
+from valpat_keras.runtime import runtime_fields
 
 if TYPE_CHECKING:
     from valpat_keras.tasks.search import SearchRunConfig
@@ -39,6 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--loss-weights", type=weights(("itc", "sdm", "id"), "itc=1,sdm=1,id=0"),
                         default=None, metavar="itc=1,sdm=1,id=1",
                         help="objective weights (numbers >= 0); 0 switches one off")
+    add_recipe_arguments(parser)
     parser.set_defaults(run=run)
 
 
@@ -52,7 +55,7 @@ def run_config_of(args: argparse.Namespace) -> SearchRunConfig:
         init=init_of(args), encoder_config=args.config, text_config=args.text_config,
         epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
         loss_weights=args.loss_weights, seed=args.seed, steps_per_epoch=args.steps_per_epoch,
-        checkpoint_every_steps=args.checkpoint_every,
+        checkpoint_every_steps=args.checkpoint_every, **runtime_fields(args),
         **options)
 
 
@@ -66,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     print(dataset.summary())
     require_splits(dataset, ("train", "test" if dataset.test or not dataset.val else "val"),
                    args.data)
-    config = run_config_of(args)
+    config = apply_recipe_fields(run_config_of(args), args)
     from valpat_keras.tasks.search import train_search  # Keras: see run_config_of.
 
     metrics = train_search(dataset, args.out, config)

@@ -20,6 +20,7 @@ check, or the check was off) stops the iteration with an error naming the file: 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -33,18 +34,53 @@ from valpat_keras.data.augment import (
     reid_train_augment,
     ssl_view_augment,
 )
-from valpat_keras.data.errors import DECODE_FAILURE_MARKER, decode_failure_from
+from valpat_keras.data.errors import DECODE_FAILURE_MARKER, SkippedImages, decode_failure_from
 from valpat_keras.data.loaders._common import check_images as _check_decodable
 from valpat_keras.data.records import PretrainRecord, ReIDRecord, TextRecord, camids_of, pids_of
 from valpat_keras.data.sampler import PKSampler
 from valpat_keras.data.tokenizer import CaptionTokenizer
 
-__all__ = ["AUTOTUNE", "DECODE_FAILURE_MARKER", "caption_dataset", "decode_image",
-           "filter_readable", "image_dataset", "labeled_image_dataset", "named_decode_errors",
-           "pretrain_dataset", "reid_train_dataset", "text_image_dataset"]
+__all__ = ["AUTOTUNE", "DECODE_FAILURE_MARKER", "ImageSource", "caption_dataset",
+           "decode_image", "decode_image_bytes", "filter_readable", "image_dataset",
+           "labeled_image_dataset", "named_decode_errors",
+           "pretrain_dataset", "pretrain_views", "reid_train_dataset", "text_image_dataset"]
 
 AUTOTUNE = tf.data.AUTOTUNE
 Augment = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageSource:
+    """Where a pipeline reads encoded images that are not one file each (LMDB, TFRecord shards).
+
+    With a source, a record's ``path`` is the image's key in the store.
+
+    Attributes:
+        read: Maps a scalar string tensor (a record's ``path``, i.e. its key) to the encoded
+            image bytes (scalar string tensor); runs inside a parallel ``tf.data`` map.
+        check: Maps keys to a `SkippedImages` naming the unreadable ones (used by
+            ``check_images=True`` and to name the failing image when an element fails).
+        name: What the store is, for messages (e.g. the LMDB folder).
+    """
+
+    read: Callable[[tf.Tensor], tf.Tensor]
+    check: Callable[[Sequence[str]], SkippedImages]
+    name: str = ""
+
+
+def _reader_and_check(source: ImageSource | None, items: Sequence = ()
+                      ) -> tuple[Callable[[tf.Tensor], tf.Tensor],
+                                 Callable[[Sequence[str]], SkippedImages]]:
+    """The bytes reader and the image check of ``source``; without one, of the shard folder
+    ``items`` (paths or records) were loaded from (``SHARDS/KEY``), else of files."""
+    if source is None and len(items):
+        # Imported here: `data.shards` imports this module.
+        from valpat_keras.data.shards import image_source_for_paths
+
+        source = image_source_for_paths(items)
+    if source is None:
+        return tf.io.read_file, _check_decodable
+    return source.read, source.check
 
 
 @contextlib.contextmanager
@@ -67,9 +103,10 @@ def named_decode_errors() -> Iterator[None]:
         raise failure from None
 
 
-def _describe_failure(paths: Sequence[str], position: int, context: str) -> str:
+def _describe_failure(paths: Sequence[str], position: int, context: str,
+                      check: Callable[[Sequence[str]], SkippedImages] = _check_decodable) -> str:
     """The message of a failed element: the files that do not decode now (cached check)."""
-    skipped = _check_decodable(paths)
+    skipped = check(paths)
     if len(skipped):
         files = "; ".join(f"{p} ({r})" for p, r in zip(skipped.paths[:5], skipped.reasons[:5]))
         more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
@@ -82,7 +119,9 @@ def _describe_failure(paths: Sequence[str], position: int, context: str) -> str:
 
 
 def _map_in_order(source: tf.data.Dataset, load: Callable[..., object], total: int,
-                  paths: Sequence[str], context: str) -> tf.data.Dataset:
+                  paths: Sequence[str], context: str,
+                  image_check: Callable[[Sequence[str]], SkippedImages] = _check_decodable
+                  ) -> tf.data.Dataset:
     """``source.map(load)`` in parallel and in order, naming the files when an element fails.
 
     A decode error inside a parallel map carries no file name. Here the failed element is
@@ -97,6 +136,8 @@ def _map_in_order(source: tf.data.Dataset, load: Callable[..., object], total: i
         total: The number of elements of ``source``.
         paths: Every image the elements read (checked only when something failed).
         context: The builder's name, for the message.
+        image_check: The image check naming the unreadable ones (files by default; an
+            `ImageSource`'s for keys).
     """
     paths = [str(p) for p in paths]
     loaded = source.enumerate().map(
@@ -114,7 +155,8 @@ def _map_in_order(source: tf.data.Dataset, load: Callable[..., object], total: i
         # Once per pipeline: the elements prefetched after the failed one all see a gap too.
         with lock:
             if not described:
-                described.append(_describe_failure(paths, int(count), context))
+                described.append(_describe_failure(paths, int(count), context,
+                                                   image_check))
             return described[0]
 
     def fail(count):
@@ -138,17 +180,20 @@ def _map_in_order(source: tf.data.Dataset, load: Callable[..., object], total: i
     return dataset.apply(tf.data.experimental.assert_cardinality(total))
 
 
-def filter_readable(paths: Sequence[str], context: str = "") -> tuple[np.ndarray, list[str]]:
+def filter_readable(paths: Sequence[str], context: str = "",
+                    check: Callable[[Sequence[str]], SkippedImages] = _check_decodable
+                    ) -> tuple[np.ndarray, list[str]]:
     """Decodes the images (cached, see `check_images`) and warns about unreadable ones.
 
     Args:
-        paths: Image files.
+        paths: Image files (or an `ImageSource`'s keys, with its ``check``).
         context: Prefix for the warning, e.g. the builder's name.
+        check: The image check (files by default).
 
     Returns:
         ``(keep, skipped)``: a boolean mask over ``paths`` and the list of skipped files.
     """
-    skipped = _check_decodable(paths)
+    skipped = check(paths)
     skipped.warn(f"{context}: " if context else "")
     bad = set(skipped.paths)
     return np.asarray([str(p) not in bad for p in paths], dtype=bool), list(skipped.paths)
@@ -161,7 +206,16 @@ def decode_image(path: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
         path: Scalar string tensor.
         image_size: ``(height, width)`` after resizing (aspect ratio not kept, as in re-ID).
     """
-    raw = tf.io.read_file(path)
+    return decode_image_bytes(tf.io.read_file(path), image_size)
+
+
+def decode_image_bytes(raw: tf.Tensor, image_size: tuple[int, int]) -> tf.Tensor:
+    """`decode_image` of encoded bytes already read (an LMDB value, a shard's ``image``).
+
+    Args:
+        raw: Scalar string tensor holding a JPEG/PNG/BMP/GIF file's bytes.
+        image_size: ``(height, width)`` after resizing.
+    """
     image = tf.io.decode_image(raw, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
     image = tf.image.resize(tf.cast(image, tf.float32) / 255.0, image_size, antialias=True)
@@ -175,11 +229,12 @@ def _resolve_augment(augment: bool | Augment | None, default: Augment) -> Augmen
     return default if augment else None
 
 
-def _keep_readable(records: list, check_images: bool, context: str) -> list:
+def _keep_readable(records: list, check_images: bool, context: str,
+                   check: Callable[[Sequence[str]], SkippedImages] = _check_decodable) -> list:
     """Drops records with unreadable images (with a warning) when ``check_images``."""
     if not check_images:
         return list(records)
-    keep, _ = filter_readable([r.path for r in records], context)
+    keep, _ = filter_readable([r.path for r in records], context, check)
     return [r for r, ok in zip(records, keep) if ok]
 
 
@@ -220,7 +275,9 @@ def _stream_indices(num: int, seed: int, shuffle: bool, batch_size: int,
 
 def _resumable_batches(num: int, seed: int, shuffle: bool, batch_size: int,
                        drop_remainder: bool, start_step: int, load: Callable[..., object],
-                       paths: Sequence[str], context: str) -> tf.data.Dataset:
+                       paths: Sequence[str], context: str,
+                       image_check: Callable[[Sequence[str]], SkippedImages] = _check_decodable
+                       ) -> tf.data.Dataset:
     """The batches ``.repeat()`` of a one-pass `_seeded_indices` pipeline yields, endless,
     from batch ``start_step`` on (the ``start_step`` of `labeled_image_dataset` and
     `text_image_dataset`); skipped batches are skipped by index, without loading.
@@ -232,7 +289,7 @@ def _resumable_batches(num: int, seed: int, shuffle: bool, batch_size: int,
         raise ValueError(f"{context}: start_step must be >= 0, got {start_step}")
     if drop_remainder:
         source = _stream_indices(num, seed, shuffle, batch_size, True, start_step)
-        return _map_in_order(source, load, _ENDLESS, paths, context).batch(
+        return _map_in_order(source, load, _ENDLESS, paths, context, image_check).batch(
             batch_size, drop_remainder=True, num_parallel_calls=AUTOTUNE)
     per_pass = -(-num // batch_size)
     last = num - (per_pass - 1) * batch_size
@@ -244,7 +301,7 @@ def _resumable_batches(num: int, seed: int, shuffle: bool, batch_size: int,
         number = position // num * per_pass + position % num // batch_size
         return number, load(*pair)
 
-    loaded = _map_in_order(stream, keyed, _ENDLESS, paths, context)
+    loaded = _map_in_order(stream, keyed, _ENDLESS, paths, context, image_check)
     batches = loaded.group_by_window(
         key_func=lambda number, _: number, reduce_func=lambda _, w: w.batch(batch_size),
         window_size_func=lambda number: tf.where(
@@ -268,7 +325,8 @@ def _check_batch(num: int, batch_size: int, drop_remainder: bool, context: str) 
 
 
 def image_dataset(paths: Sequence[str], image_size: tuple[int, int] = (256, 128),
-                  batch_size: int = 64) -> tf.data.Dataset:
+                  batch_size: int = 64, *, image_source: ImageSource | None = None
+                  ) -> tf.data.Dataset:
     """Images only, in order, no augmentation (feature extraction).
 
     Filter unreadable files beforehand with `filter_readable` if needed: dropping them here
@@ -278,6 +336,9 @@ def image_dataset(paths: Sequence[str], image_size: tuple[int, int] = (256, 128)
         paths: Image files.
         image_size: ``(height, width)``.
         batch_size: Images per batch (the last batch may be smaller).
+        image_source: Where the images are when they are not files (`ImageSource`: an LMDB
+            tree's, or TFRecord shards' random access by record offset); ``paths`` are then
+            the images' keys. None: files.
 
     Returns:
         A dataset of float32 ``(B, H, W, 3)`` batches.
@@ -285,9 +346,10 @@ def image_dataset(paths: Sequence[str], image_size: tuple[int, int] = (256, 128)
     paths = [str(p) for p in paths]
     if not paths:
         raise ValueError("image_dataset needs at least one path")
+    read, check = _reader_and_check(image_source, paths)
     dataset = _map_in_order(tf.data.Dataset.from_tensor_slices(paths),
-                            lambda p: decode_image(p, image_size), len(paths), paths,
-                            "image_dataset")
+                            lambda p: decode_image_bytes(read(p), image_size), len(paths), paths,
+                            "image_dataset", check)
     return _finish(dataset, batch_size, drop_remainder=False)
 
 
@@ -295,8 +357,8 @@ def labeled_image_dataset(paths: Sequence[str], labels: np.ndarray,
                           image_size: tuple[int, int] = (256, 128), batch_size: int = 64,
                           training: bool = False, seed: int = 0,
                           augment: bool | Augment | None = None, drop_remainder: bool = False,
-                          check_images: bool = False, *, start_step: int | None = None
-                          ) -> tf.data.Dataset:
+                          check_images: bool = False, *, start_step: int | None = None,
+                          image_source: ImageSource | None = None) -> tf.data.Dataset:
     """``(images, labels)`` batches for attribute training/evaluation and generic use.
 
     Args:
@@ -317,6 +379,9 @@ def labeled_image_dataset(paths: Sequence[str], labels: np.ndarray,
             ``drop_remainder``), from batch ``start_step`` on, so that a resumed run
             continues the data order and augmentation stream; earlier batches are skipped
             by index, without reading their images.
+        image_source: Where the images are when they are not files (`ImageSource`: an LMDB
+            tree's, or TFRecord shards' random access by record offset); ``paths`` are then
+            the images' keys. None: files.
 
     Returns:
         A dataset of ``(float32 (B, H, W, 3), labels (B, ...))``.
@@ -326,8 +391,9 @@ def labeled_image_dataset(paths: Sequence[str], labels: np.ndarray,
         raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
     labels = labels.astype(np.float32 if labels.dtype.kind in "fb" else np.int32)
     paths = np.asarray([str(p) for p in paths])
+    read, check = _reader_and_check(image_source, paths)
     if check_images:
-        keep, _ = filter_readable(list(paths), "labeled_image_dataset")
+        keep, _ = filter_readable(list(paths), "labeled_image_dataset", check)
         paths, labels = paths[keep], labels[keep]
     _check_batch(len(paths), batch_size, drop_remainder, "labeled_image_dataset")
     augment_fn = _resolve_augment(training if augment is None else augment,
@@ -335,17 +401,17 @@ def labeled_image_dataset(paths: Sequence[str], labels: np.ndarray,
     path_table, label_table = tf.constant(paths), tf.constant(labels)
 
     def load(index, element_seed):
-        image = decode_image(tf.gather(path_table, index), image_size)
+        image = decode_image_bytes(read(tf.gather(path_table, index)), image_size)
         if augment_fn is not None:
             image = augment_fn(image, element_seed)
         return image, tf.gather(label_table, index)
 
     if start_step is not None:
         return _resumable_batches(len(paths), seed, training, batch_size, drop_remainder,
-                                  start_step, load, paths.tolist(), "labeled_image_dataset"
-                                  ).prefetch(AUTOTUNE)
+                                  start_step, load, paths.tolist(), "labeled_image_dataset",
+                                  check).prefetch(AUTOTUNE)
     dataset = _map_in_order(_seeded_indices(len(paths), seed, shuffle=training), load,
-                            len(paths), paths.tolist(), "labeled_image_dataset")
+                            len(paths), paths.tolist(), "labeled_image_dataset", check)
     return _finish(dataset, batch_size, drop_remainder)
 
 
@@ -369,8 +435,8 @@ def pretrain_dataset(records: Sequence[PretrainRecord], image_size: tuple[int, i
                      batch_size: int = 64, tokenizer: CaptionTokenizer | None = None,
                      seed: int = 0, augment: bool | str | Augment = True, shuffle: bool = True,
                      drop_remainder: bool = True, num_attributes: int | None = None,
-                     check_images: bool = False, start_step: int | None = None
-                     ) -> tf.data.Dataset:
+                     check_images: bool = False, start_step: int | None = None, *,
+                     image_source: ImageSource | None = None) -> tf.data.Dataset:
     """Dict batches for VAL-PAT pretraining (the pretrainer reads ``x`` only, ``y`` is None).
 
     Keys: ``"view1"``, ``"view2"``: two independently augmented views, float32
@@ -401,6 +467,8 @@ def pretrain_dataset(records: Sequence[PretrainRecord], image_size: tuple[int, i
             order and the augmentation stream where it stopped. The batches before
             ``start_step`` are skipped by index, without reading their images. Needs
             ``drop_remainder``.
+        image_source: Where the images are when they are not files (`ImageSource`, e.g. an
+            LMDB tree's); the records' ``path`` is then the image's key. None: files.
 
     Returns:
         A dataset of dict batches.
@@ -409,15 +477,10 @@ def pretrain_dataset(records: Sequence[PretrainRecord], image_size: tuple[int, i
         ValueError: With a tokenizer, when only some records have captions; a
             ``start_step`` without ``drop_remainder`` or negative.
     """
-    records = _keep_readable(list(records), check_images, "pretrain_dataset")
+    read, check = _reader_and_check(image_source)
+    records = _keep_readable(list(records), check_images, "pretrain_dataset", check)
     _check_batch(len(records), batch_size, drop_remainder, "pretrain_dataset")
-    view_recipes = {"moco_v2": ssl_view_augment, "reid": reid_ssl_view_augment}
-    if isinstance(augment, str) and augment not in view_recipes:
-        raise ValueError(f"pretrain_dataset: augment={augment!r}; expected True, False, a "
-                         f"callable or one of {sorted(view_recipes)}")
-    recipe = view_recipes.get(augment, ssl_view_augment) if isinstance(augment, str) \
-        else ssl_view_augment
-    augment_fn = _resolve_augment(augment, recipe)
+    source_size, views = pretrain_views(augment, image_size)
     path_table = tf.constant([r.path for r in records])
 
     with_captions = tokenizer is not None and any(r.captions for r in records)
@@ -436,22 +499,9 @@ def pretrain_dataset(records: Sequence[PretrainRecord], image_size: tuple[int, i
     if with_attributes:
         attribute_table = tf.constant(_attribute_matrix(records, num_attributes))
 
-    # The default recipe crops from a 2x source: a 20 % crop of the final size would be a blur.
-    sharp_crops = augment is True or isinstance(augment, str)
-    source_size = (2 * image_size[0], 2 * image_size[1]) if sharp_crops else image_size
-
-    def view(image, view_seed):
-        if sharp_crops:
-            return recipe(image, view_seed, size=image_size)
-        return augment_fn(image, view_seed)
-
     def load(index, element_seed):
-        image = decode_image(tf.gather(path_table, index), source_size)
-        if augment_fn is None:
-            batch = {"view1": image, "view2": image}
-        else:
-            seed1, seed2 = tf.unstack(tf.random.experimental.stateless_split(element_seed, 2))
-            batch = {"view1": view(image, seed1), "view2": view(image, seed2)}
+        image = decode_image_bytes(read(tf.gather(path_table, index)), source_size)
+        batch = views(image, element_seed)
         if with_captions:
             batch["caption"] = _pick_caption(*caption_table, index, element_seed)
         if with_attributes:
@@ -464,13 +514,57 @@ def pretrain_dataset(records: Sequence[PretrainRecord], image_size: tuple[int, i
         source = _stream_indices(len(records), seed, shuffle, batch_size, drop_remainder,
                                  start_step)
         total = _ENDLESS
-    dataset = _map_in_order(source, load, total, [r.path for r in records], "pretrain_dataset")
+    dataset = _map_in_order(source, load, total, [r.path for r in records], "pretrain_dataset",
+                            check)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder,
                             num_parallel_calls=AUTOTUNE)
     if with_captions:
         # Tokenizing a whole batch at once is much cheaper than per caption.
         dataset = dataset.map(lambda b: _tokenize_batch(b, tokenizer), num_parallel_calls=AUTOTUNE)
     return dataset.prefetch(AUTOTUNE)
+
+
+def pretrain_views(augment: bool | str | Augment | None, image_size: tuple[int, int]
+                   ) -> tuple[tuple[int, int], Callable[[tf.Tensor, tf.Tensor], dict]]:
+    """The two SSL views of `pretrain_dataset`: the decode size and ``views(image, seed)``.
+
+    Shared with the other pretraining sources (TFRecord shards) so that the same image and
+    element seed give the same views whatever the source.
+
+    Args:
+        augment: As `pretrain_dataset`'s ``augment``.
+        image_size: ``(height, width)`` of the views.
+
+    Returns:
+        ``(source_size, views)``: decode images at ``source_size``; ``views`` maps the decoded
+        image and its element seed (int64 ``(2,)``) to ``{"view1", "view2"}``.
+
+    Raises:
+        ValueError: An unknown recipe name.
+    """
+    view_recipes = {"moco_v2": ssl_view_augment, "reid": reid_ssl_view_augment}
+    if isinstance(augment, str) and augment not in view_recipes:
+        raise ValueError(f"pretrain_dataset: augment={augment!r}; expected True, False, a "
+                         f"callable or one of {sorted(view_recipes)}")
+    recipe = view_recipes.get(augment, ssl_view_augment) if isinstance(augment, str) \
+        else ssl_view_augment
+    augment_fn = _resolve_augment(augment, recipe)
+    # The default recipe crops from a 2x source: a 20 % crop of the final size would be a blur.
+    sharp_crops = augment is True or isinstance(augment, str)
+    source_size = (2 * image_size[0], 2 * image_size[1]) if sharp_crops else image_size
+
+    def view(image, view_seed):
+        if sharp_crops:
+            return recipe(image, view_seed, size=image_size)
+        return augment_fn(image, view_seed)
+
+    def views(image, element_seed):
+        if augment_fn is None:
+            return {"view1": image, "view2": image}
+        seed1, seed2 = tf.unstack(tf.random.experimental.stateless_split(element_seed, 2))
+        return {"view1": view(image, seed1), "view2": view(image, seed2)}
+
+    return source_size, views
 
 
 def _tokenize_batch(batch: dict, tokenizer: CaptionTokenizer) -> dict:
@@ -507,7 +601,8 @@ def _attribute_matrix(records: Sequence[PretrainRecord], num_attributes: int | N
 def reid_train_dataset(records: Sequence[ReIDRecord], image_size: tuple[int, int] = (256, 128),
                        p: int = 16, k: int = 4, seed: int = 0,
                        augment: bool | Augment = True, epochs: int = 1,
-                       check_images: bool = False, *, start_step: int | None = None
+                       check_images: bool = False, *, start_step: int | None = None,
+                       image_source: ImageSource | None = None
                        ) -> tuple[tf.data.Dataset, int]:
     """``(images, pids)`` batches of P identities x K images from `PKSampler`.
 
@@ -531,6 +626,9 @@ def reid_train_dataset(records: Sequence[ReIDRecord], image_size: tuple[int, int
             position in the laid-out epochs as before): a resumed run continues the P x K
             order and the augmentation stream where it stopped. The batches before
             ``start_step`` are skipped by index, without reading their images.
+        image_source: Where the images are when they are not files (`ImageSource`: an LMDB
+            tree's, or TFRecord shards' random access by record offset); the records'
+            ``path`` is then the image's key. None: files.
 
     Returns:
         ``(dataset, steps_per_epoch)``; the dataset yields float32 ``(P*K, H, W, 3)`` images
@@ -539,7 +637,9 @@ def reid_train_dataset(records: Sequence[ReIDRecord], image_size: tuple[int, int
     Raises:
         ValueError: A negative ``start_step``.
     """
-    records = _keep_readable(list(records), check_images, "reid_train_dataset")
+    records = list(records)
+    read, check = _reader_and_check(image_source, records)
+    records = _keep_readable(records, check_images, "reid_train_dataset", check)
     sampler = PKSampler(pids_of(records).tolist(), camids_of(records).tolist(), p=p, k=k,
                         seed=seed)
     order = np.concatenate([sampler.epoch_indices(e).reshape(-1) for e in range(epochs)])
@@ -548,7 +648,7 @@ def reid_train_dataset(records: Sequence[ReIDRecord], image_size: tuple[int, int
     pid_table = tf.constant(pids_of(records), tf.int32)
 
     def load(position, index):
-        image = decode_image(tf.gather(path_table, index), image_size)
+        image = decode_image_bytes(read(tf.gather(path_table, index)), image_size)
         if augment_fn is not None:
             image = augment_fn(image, tf.stack([tf.constant(seed, tf.int64), position]))
         return image, tf.gather(pid_table, index)
@@ -559,7 +659,7 @@ def reid_train_dataset(records: Sequence[ReIDRecord], image_size: tuple[int, int
     else:
         source, total = _pk_stream(positions, order, sampler.batch_size, start_step), _ENDLESS
     dataset = _map_in_order(source, load, total, [r.path for r in records],
-                            "reid_train_dataset")
+                            "reid_train_dataset", check)
     return _finish(dataset, sampler.batch_size, drop_remainder=True), sampler.num_batches
 
 
@@ -581,7 +681,8 @@ def text_image_dataset(records: Sequence[TextRecord], tokenizer: CaptionTokenize
                        image_size: tuple[int, int] = (256, 128), batch_size: int = 64,
                        seed: int = 0, augment: bool | Augment = True, shuffle: bool = True,
                        drop_remainder: bool = True, check_images: bool = False, *,
-                       start_step: int | None = None) -> tf.data.Dataset:
+                       start_step: int | None = None, image_source: ImageSource | None = None
+                       ) -> tf.data.Dataset:
     """Dict batches ``{"images", "token_ids", "pids"}`` for text-based person search training.
 
     One caption is sampled per image per epoch.
@@ -599,12 +700,17 @@ def text_image_dataset(records: Sequence[TextRecord], tokenizer: CaptionTokenize
         check_images: Drop (and warn about) records whose image cannot be decoded.
         start_step: None: one pass. An int: an endless stream of the batches ``.repeat()``
             of that dataset yields, from batch ``start_step`` on (as `labeled_image_dataset`).
+        image_source: Where the images are when they are not files (`ImageSource`: an LMDB
+            tree's, or TFRecord shards' random access by record offset); the records'
+            ``path`` is then the image's key. None: files.
 
     Returns:
         A dataset of dicts: float32 ``(B, H, W, 3)`` images, int32 ``(B, L)`` token ids,
         int32 ``(B,)`` pids.
     """
-    records = _keep_readable(list(records), check_images, "text_image_dataset")
+    records = list(records)
+    read, check = _reader_and_check(image_source, records)
+    records = _keep_readable(records, check_images, "text_image_dataset", check)
     missing = [r.path for r in records if not r.captions]
     if missing:
         raise ValueError(f"text_image_dataset: {len(missing)} records have no caption "
@@ -616,7 +722,7 @@ def text_image_dataset(records: Sequence[TextRecord], tokenizer: CaptionTokenize
     caption_table = _caption_table([r.captions for r in records])
 
     def load(index, element_seed):
-        image = decode_image(tf.gather(path_table, index), image_size)
+        image = decode_image_bytes(read(tf.gather(path_table, index)), image_size)
         if augment_fn is not None:
             image = augment_fn(image, element_seed)
         return {"images": image, "caption": _pick_caption(*caption_table, index, element_seed),
@@ -625,10 +731,10 @@ def text_image_dataset(records: Sequence[TextRecord], tokenizer: CaptionTokenize
     paths = [r.path for r in records]
     if start_step is not None:
         dataset = _resumable_batches(len(records), seed, shuffle, batch_size, drop_remainder,
-                                     start_step, load, paths, "text_image_dataset")
+                                     start_step, load, paths, "text_image_dataset", check)
     else:
         dataset = _map_in_order(_seeded_indices(len(records), seed, shuffle), load,
-                                len(records), paths, "text_image_dataset")
+                                len(records), paths, "text_image_dataset", check)
         dataset = dataset.batch(batch_size, drop_remainder=drop_remainder,
                                 num_parallel_calls=AUTOTUNE)
     dataset = dataset.map(lambda b: _tokenize_batch(b, tokenizer), num_parallel_calls=AUTOTUNE)

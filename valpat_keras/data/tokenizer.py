@@ -11,6 +11,14 @@ The vocabulary is learnt from the training captions with keras-hub's
 plus the ``[CLS] ... [SEP]`` packer, returning ``tf.Tensor`` ids. It is saved as its own folder
 (``vocabulary.txt`` + ``tokenizer_config.json``) and also reads the tokenizer of a keras-hub
 preset folder.
+
+`PresetCaptionTokenizer` is the same adapter over the tokenizer of a pretrained keras-hub
+text model (``BertTokenizer``, ``DistilBertTokenizer``, ``RobertaTokenizer``,
+``CLIPTokenizer``, ...): the model's own vocabulary, start / end / padding ids and
+normalisation, so words absent from the pedestrian captions still get their pretrained
+pieces instead of ``[UNK]``. It is saved as the keras-hub tokenizer preset files
+(``tokenizer.json`` + ``assets/tokenizer/``) plus ``tokenizer_config.json``, and
+`CaptionTokenizer.from_preset` reads either kind of folder.
 """
 
 from __future__ import annotations
@@ -130,13 +138,41 @@ def learn_vocabulary(captions: Sequence[str], vocabulary_size: int) -> list[str]
     return _add_whole_words(list(vocabulary), captions, vocabulary_size)
 
 
-def caption_packer(tokenizer: CaptionWordPieceTokenizer, sequence_length: int
+def packer_token_ids(tokenizer: keras_hub.tokenizers.Tokenizer) -> tuple[int, int, int]:
+    """``(start, end, pad)`` ids of a tokenizer layer: ``[CLS]``/``<s>``, ``[SEP]``/``</s>``, pad.
+
+    WordPiece tokenizers name them ``cls`` / ``sep`` (BERT, DistilBERT and ours), byte-pair
+    ones ``start`` / ``end`` (RoBERTa, CLIP); a tokenizer without a pad token pads with 0.
+
+    Raises:
+        ValueError: The tokenizer has no start or no end token.
+    """
+    def first_id(*names):
+        for name in names:
+            value = getattr(tokenizer, name, None)
+            if value is not None:
+                return int(value)
+        return None
+
+    start = first_id("cls_token_id", "start_token_id")
+    end = first_id("sep_token_id", "end_token_id")
+    if start is None or end is None:
+        raise ValueError(f"{type(tokenizer).__name__} has no start/end token (cls/sep or "
+                         "start/end); a caption tokenizer frames every caption with both")
+    pad = first_id("pad_token_id")
+    return start, end, 0 if pad is None else pad
+
+
+def caption_packer(tokenizer: keras_hub.tokenizers.Tokenizer, sequence_length: int
                    ) -> keras_hub.layers.StartEndPacker:
-    """The ``[CLS] pieces [SEP]`` + ``[PAD]`` packer (truncation keeps ``[SEP]``)."""
+    """The ``[CLS] pieces [SEP]`` + ``[PAD]`` packer (truncation keeps ``[SEP]``).
+
+    For a preset tokenizer its own start / end / pad ids (`packer_token_ids`).
+    """
+    start, end, pad = packer_token_ids(tokenizer)
     return keras_hub.layers.StartEndPacker(
-        sequence_length=int(sequence_length), start_value=tokenizer.cls_token_id,
-        end_value=tokenizer.sep_token_id, pad_value=tokenizer.pad_token_id,
-        return_padding_mask=False, name="packer", **TF_PATH_KWARGS)
+        sequence_length=int(sequence_length), start_value=start, end_value=end,
+        pad_value=pad, return_padding_mask=False, name="packer", **TF_PATH_KWARGS)
 
 
 class CaptionTokenizer:
@@ -179,6 +215,9 @@ class CaptionTokenizer:
         self.cls_id = self.layer.cls_token_id
         self.sep_id = self.layer.sep_token_id
         self.mask_id = self.layer.mask_token_id
+        self._build_packer()
+
+    def _build_packer(self) -> None:
         self._packer = caption_packer(self.layer, self.sequence_length)
         # A tf.function keeps keras-hub from converting eager outputs to backend tensors.
         self._eager_fn = tf.function(self._tokenize, input_signature=[
@@ -226,6 +265,15 @@ class CaptionTokenizer:
             tokens = [self.vocabulary[i] for i in row.tolist() if i not in special]
             texts.append(" ".join(tokens).replace(" ##", ""))
         return texts
+
+    def unknown_words(self, words: Sequence[str]) -> list[str]:
+        """The words (lower case) that are no whole word of the learnt vocabulary.
+
+        The vocabulary comes from the pretraining captions, so such a word was rare or absent
+        there and is spelt out in pieces the text encoder has hardly seen (or ``[UNK]``).
+        """
+        known = set(self.vocabulary)
+        return sorted({w.lower() for w in words} - known)
 
     @classmethod
     def from_captions(cls, captions: Sequence[str], vocabulary_size: int = 2000,
@@ -279,12 +327,17 @@ class CaptionTokenizer:
             preset_dir: The folder holding ``vocabulary.txt`` and ``tokenizer_config.json``,
                 or a model preset folder holding ``preprocessor.json`` (with a
                 ``sequence_length``) and ``assets/tokenizer/vocabulary.txt`` (written by a
-                task or backbone ``save_to_preset`` with a caption preprocessor).
+                task or backbone ``save_to_preset`` with a caption preprocessor). A folder
+                holding a keras-hub model's tokenizer (written by
+                `PresetCaptionTokenizer.save_to_preset`, or a preprocessor around one) gives
+                a `PresetCaptionTokenizer`.
 
         Raises:
             DatasetFormatError: When a file is missing or unreadable.
         """
         folder = Path(preset_dir)
+        if _holds_preset_tokenizer(folder):
+            return PresetCaptionTokenizer.from_preset(folder)
         if not (folder / CONFIG_FILE).is_file() and (folder / PRESET_VOCABULARY_FILE).is_file():
             vocab_path, config_path = folder / PRESET_VOCABULARY_FILE, \
                 folder / PRESET_PREPROCESSOR_FILE
@@ -303,6 +356,174 @@ class CaptionTokenizer:
 
     save = save_to_preset
     load = from_preset
+
+
+#: ``tokenizer.json``: the keras-hub tokenizer layer of a preset (its assets beside it).
+PRESET_TOKENIZER_FILE = "tokenizer.json"
+
+
+class PresetCaptionTokenizer(CaptionTokenizer):
+    """`CaptionTokenizer`'s interface over a pretrained keras-hub model's tokenizer layer.
+
+    Rows are the model's ``start pieces end`` followed by its padding id (``[CLS] ... [SEP]
+    [PAD]`` for BERT and DistilBERT, ``<s> ... </s> <pad>`` for RoBERTa, CLIP's start and
+    end of text padded with 0), truncated so that the end token is kept, as the model's own
+    preprocessor packs a single sentence. The pipelines, zero-shot prompts and search
+    queries use it as they use the learnt-vocabulary tokenizer: ``__call__`` gives int32
+    ``tf.Tensor`` ids in ``tf.data`` too; ``vocabulary``, ``vocabulary_size``,
+    ``sequence_length``, ``pad_id``, ``cls_id`` (start), ``sep_id`` (end), ``unk_id``.
+
+    Args:
+        layer: keras_hub.tokenizers.Tokenizer. E.g. ``BertTokenizer.from_preset(...)``.
+        sequence_length: int. Length of every row, start and end included. Defaults to ``32``.
+
+    Example:
+    ```python
+    tok = PresetCaptionTokenizer.from_source("bert_tiny_en_uncased", sequence_length=32)
+    ids = tok(["a woman with an umbrella"])  # int32 (1, 32), no [UNK]
+    tok.save_to_preset("runs/tokenizer")
+    same = CaptionTokenizer.from_preset("runs/tokenizer")  # a PresetCaptionTokenizer
+    ```
+    """
+
+    def __init__(self, layer: keras_hub.tokenizers.Tokenizer, sequence_length: int = 32):
+        if int(sequence_length) < 3:
+            raise ValueError(f"sequence_length must be at least 3 (start x end); got "
+                             f"{sequence_length}")
+        if hasattr(layer, "_allow_python_workflow"):
+            # Eager calls on keras-hub's TensorFlow path: the ids of the tf.data pipelines.
+            layer._allow_python_workflow = False
+        self.layer = layer
+        self.vocabulary = [str(t) for t in layer.get_vocabulary()]
+        self.sequence_length = int(sequence_length)
+        self.cls_id, self.sep_id, self.pad_id = packer_token_ids(layer)
+        self.unk_id = _unknown_token_id(layer)
+        self.mask_id = getattr(layer, "mask_token_id", None)
+        self._build_packer()
+
+    def unknown_words(self, words: Sequence[str]) -> list[str]:
+        """The words (lower case) the pretrained tokenizer maps to its unknown token.
+
+        A pretrained text tower knows word pieces, so only an unknown-token id is a loss;
+        byte-pair tokenizers (RoBERTa, CLIP) have none and return ``[]``.
+        """
+        words = sorted({w.lower() for w in words})
+        if self.unk_id is None or not words:
+            return []
+        rows = self(words).numpy()
+        return [w for w, row in zip(words, rows) if self.unk_id in row.tolist()]
+
+    def detokenize(self, ids: np.ndarray | tf.Tensor) -> list[str]:
+        """Turns id rows back into text with the layer's own detokenizer (specials dropped)."""
+        rows = np.atleast_2d(np.asarray(ids))
+        special = {self.pad_id, self.cls_id, self.sep_id, self.mask_id}
+        texts = []
+        for row in rows:
+            kept = tf.constant([[i for i in row.tolist() if i not in special]], tf.int32)
+            text = self.layer.detokenize(kept)
+            texts.append(_as_text(np.asarray(text).reshape(-1)[0]))
+        return texts
+
+    @classmethod
+    def from_source(cls, preset: str | Path, sequence_length: int = 32
+                    ) -> PresetCaptionTokenizer:
+        """The tokenizer of a keras-hub model preset: a name (``"bert_base_en_uncased"``,
+        downloaded or cached) or a local preset folder (``config.json`` + ``tokenizer.json``).
+        """
+        layer = keras_hub.tokenizers.Tokenizer.from_preset(str(preset))
+        return cls(layer, sequence_length=sequence_length)
+
+    def get_config(self) -> dict:
+        """The constructor arguments except the layer (saved as its preset files)."""
+        return {"sequence_length": self.sequence_length}
+
+    def save_to_preset(self, preset_dir: str | Path) -> None:
+        """Writes the layer's ``tokenizer.json`` + ``assets/tokenizer/`` and
+        ``tokenizer_config.json`` (class name and sequence length).
+
+        Args:
+            preset_dir: Folder to write into (created if missing).
+        """
+        folder = Path(preset_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.layer.save_to_preset(str(folder))
+        config = {"class_name": type(self).__name__, "config": self.get_config()}
+        (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def from_preset(cls, preset_dir: str | Path) -> PresetCaptionTokenizer:
+        """Loads a folder written by `save_to_preset`, or a model preset folder whose
+        ``tokenizer.json`` is a keras-hub model tokenizer (the sequence length then comes
+        from its ``preprocessor.json``).
+
+        Raises:
+            DatasetFormatError: A file is missing or unreadable (the message names it).
+        """
+        folder = Path(preset_dir)
+        config_path = folder / CONFIG_FILE
+        if not config_path.is_file():
+            config_path = folder / PRESET_PREPROCESSOR_FILE
+        if not config_path.is_file():
+            raise DatasetFormatError(config_path, "file not found",
+                                     "a folder written by PresetCaptionTokenizer.save_to_preset")
+        config = _read_sequence_length(config_path)
+        return cls(_load_tokenizer_layer(folder), **config)
+
+    save = save_to_preset
+    load = from_preset
+
+
+def _unknown_token_id(layer) -> int | None:
+    """The id of the unknown token (WordPiece ``oov_token`` or ``unk_token``), or None."""
+    token = getattr(layer, "oov_token", None) or getattr(layer, "unk_token", None)
+    if token is None:
+        return None
+    value = layer.token_to_id(token)
+    return None if value is None else int(value)
+
+
+def _as_text(value) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _tokenizer_class_name(folder: Path) -> str | None:
+    """The class named by ``folder/tokenizer.json`` (None when absent or unreadable)."""
+    try:
+        config = json.loads((folder / PRESET_TOKENIZER_FILE).read_text(encoding="utf-8"))
+        return str(config.get("class_name"))
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+
+
+def _holds_preset_tokenizer(folder: Path) -> bool:
+    """Whether ``folder`` holds a keras-hub model tokenizer rather than a learnt vocabulary."""
+    if (folder / CONFIG_FILE).is_file():
+        try:
+            config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            return False  # reported by the caller's own read
+        return isinstance(config, dict) and config.get("class_name") == \
+            PresetCaptionTokenizer.__name__
+    name = _tokenizer_class_name(folder)
+    return name is not None and name != CaptionWordPieceTokenizer.__name__
+
+
+def _load_tokenizer_layer(folder: Path) -> keras_hub.tokenizers.Tokenizer:
+    """The keras-hub tokenizer layer of ``folder/tokenizer.json`` with its assets loaded."""
+    path = folder / PRESET_TOKENIZER_FILE
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+        layer = keras.saving.deserialize_keras_object(config)
+        layer.load_preset_assets(str(folder))
+    except FileNotFoundError:
+        raise DatasetFormatError(path, "file not found (or its assets/tokenizer/ files)",
+                                 "a keras-hub tokenizer preset (tokenizer.save_to_preset)"
+                                 ) from None
+    except (json.JSONDecodeError, TypeError, ValueError) as err:
+        raise DatasetFormatError(path, f"unreadable tokenizer ({err})",
+                                 "a keras-hub tokenizer preset (tokenizer.save_to_preset)"
+                                 ) from None
+    return layer
 
 
 def _read_sequence_length(config_path: Path) -> dict:

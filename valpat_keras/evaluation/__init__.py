@@ -7,9 +7,10 @@ Importing this package does not import Keras: `extract_features`, `FeatureSet`,
 
 from __future__ import annotations
 
-import importlib
-
-from valpat_keras.evaluation.attribute_metrics import evaluate_attributes
+from valpat_keras.evaluation.attribute_metrics import (
+    calibrate_attribute_thresholds,
+    evaluate_attributes,
+)
 from valpat_keras.evaluation.distances import (
     iter_distance_blocks,
     l2_normalize,
@@ -26,6 +27,19 @@ from valpat_keras.evaluation.reranking import (
     re_ranking_from_features,
 )
 from valpat_keras.evaluation.text_search_metrics import evaluate_text_search
+from valpat_keras.evaluation.verification import (
+    RocCurve,
+    calibrate_threshold,
+    equal_error_rate,
+    read_calibration,
+    roc_from_scores,
+    tpr_at_fpr,
+    verification_metrics,
+    verification_pairs,
+    verification_roc,
+    write_calibration,
+)
+from valpat_keras.lazy import lazy_exports
 
 _LAZY = {
     "FeatureSet": "features",
@@ -43,6 +57,10 @@ __all__ = [
     "FeatureSet",
     "ReIDEvaluationCallback",
     "ReIDEvaluator",
+    "RocCurve",
+    "calibrate_attribute_thresholds",
+    "calibrate_threshold",
+    "equal_error_rate",
     "evaluate_attributes",
     "evaluate_reid",
     "evaluate_reid_from_blocks",
@@ -60,10 +78,14 @@ __all__ = [
     "plot_text_retrieval",
     "re_ranking",
     "re_ranking_from_features",
+    "read_calibration",
+    "roc_from_scores",
+    "tpr_at_fpr",
+    "verification_metrics",
+    "verification_pairs",
+    "verification_roc",
+    "write_calibration",
 ]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)

@@ -15,6 +15,7 @@ import numpy as np
 from valpat_keras.data.pipelines import image_dataset
 from valpat_keras.data.records import camids_of, pids_of
 from valpat_keras.evaluation.distances import l2_normalize
+from valpat_keras.models.embedding import predict_fixed_batches
 
 
 @dataclasses.dataclass
@@ -90,15 +91,11 @@ def extract_features(
     compiled = isinstance(model, keras.Model)
 
     def embed(batch: np.ndarray) -> np.ndarray:
-        count = batch.shape[0]
         if compiled:
             # The compiled predict step is many times faster than eager calls (eager JAX
-            # compiles every op separately); zero-padding short batches keeps one compiled
-            # shape, and inference-mode layers treat rows independently.
-            if count < batch_size:
-                padding = np.zeros((batch_size - count, *batch.shape[1:]), batch.dtype)
-                batch = np.concatenate([batch, padding])
-            out = np.asarray(model.predict_on_batch(batch))[:count]
+            # compiles every op separately); padding short batches to the batch size keeps
+            # one compiled shape, traced once per model (`predict_fixed_batches`).
+            out = predict_fixed_batches(model, [batch], batch_size)
         else:
             out = keras.ops.convert_to_numpy(model(batch, training=False))
         if out.ndim != 2:

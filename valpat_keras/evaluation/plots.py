@@ -7,6 +7,7 @@ pyplot backend and open figures alone; in a notebook, ``display(fig)`` shows one
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 
 import matplotlib
@@ -26,7 +27,11 @@ def _finish(fig: Figure, path: str | None) -> Figure:
 def _show_image(ax, image_path: str, border: str | None = None, title: str = "") -> None:
     from PIL import Image
 
-    with Image.open(image_path) as img:
+    # Imported here: `data.shards` imports TensorFlow. A record read from shards
+    # (``SHARDS/KEY``) is no file: its bytes come from the shard.
+    from valpat_keras.data.shards import read_image_bytes
+
+    with Image.open(io.BytesIO(read_image_bytes(image_path))) as img:
         ax.imshow(np.asarray(img.convert("RGB")))
     ax.set_xticks([])
     ax.set_yticks([])

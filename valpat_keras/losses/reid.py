@@ -5,6 +5,8 @@ TensorFlow, JAX and PyTorch backends.
 
 - `cross_entropy_label_smoothing`: the identity (classification) loss of BoT (Luo et al. 2019).
 - `batch_hard_triplet`: the batch-hard triplet loss (Hermans et al. 2017), hard or soft margin.
+- `weighted_regularized_triplet`: AGW's weighted regularisation triplet (Ye et al. 2021), the
+  softmax-weighted average of positive and negative distances instead of the hardest.
 - `cluster_contrast_loss` and `update_cluster_memory`: the cluster-level InfoNCE loss of
   Cluster Contrast (Dai et al. 2022) and the momentum update of its cluster memory,
   including the "hard" (hardest-instance) update.
@@ -83,6 +85,54 @@ def batch_hard_triplet(features, labels, margin: float | None = 0.3):
     hardest_positive = ops.max(ops.where(same, dist, 0.0), axis=1)
     hardest_negative = ops.min(ops.where(same, dist + 1e6, dist), axis=1)
     difference = hardest_positive - hardest_negative
+    if margin is None:
+        return ops.mean(ops.softplus(difference))
+    return ops.mean(ops.relu(difference + margin))
+
+
+def _softmax_weights(values, mask):
+    """Softmax of ``values`` over the entries where ``mask`` is 1, per row (0 elsewhere).
+
+    Shifted by the row maximum over the masked entries (AGW's reference shifts by the
+    maximum of ``values * mask``, which is 0 for the negated negative distances, so large
+    distances underflow to all-zero weights there); equal to it otherwise. The 1e-6 in the
+    normaliser keeps a row without masked entries at zero weights.
+    """
+    shift = ops.stop_gradient(
+        ops.max(ops.where(mask > 0, values, -1e30), axis=1, keepdims=True))
+    # Entries outside the mask may lie above the shift: clamped before exp, then zeroed.
+    exponentials = ops.exp(ops.minimum(values - shift, 0.0)) * mask
+    return exponentials / (ops.sum(exponentials, axis=1, keepdims=True) + 1e-6)
+
+
+def weighted_regularized_triplet(features, labels, margin: float | None = None):
+    """AGW's weighted regularisation triplet loss (WRT, Ye et al. 2021), on euclidean distances.
+
+    Each anchor's positive distance is the softmax(d)-weighted mean of its distances to the
+    same-label samples (itself included, at distance ~0) and its negative distance the
+    softmax(-d)-weighted mean of those to the other labels, so every pair contributes and
+    the hardest ones most; no margin to tune. As in AGW (``WeightedRegularizedTriplet``) and
+    fast-reid (``triplet_loss`` with ``HARD_MINING: False``, configs/Base-AGW.yml).
+
+    Args:
+        features: Embeddings, shape ``(B, D)`` (AGW: the pre-BNNeck feature).
+        labels: Integer identity ids, shape ``(B,)``.
+        margin: ``None`` (AGW; fast-reid's ``TRI.MARGIN: 0.0``): the soft margin
+            ``softplus(d_ap - d_an)``; a number: ``max(0, d_ap - d_an + margin)``.
+
+    Returns:
+        The scalar mean loss over anchors.
+    """
+    dist = pairwise_euclidean_distance(features)
+    labels = ops.reshape(labels, (-1,))
+    positive = ops.cast(ops.equal(ops.expand_dims(labels, 1), ops.expand_dims(labels, 0)),
+                        "float32")
+    negative = 1.0 - positive
+    positive_dist = dist * positive
+    negative_dist = dist * negative
+    weighted_positive = ops.sum(positive_dist * _softmax_weights(positive_dist, positive), 1)
+    weighted_negative = ops.sum(negative_dist * _softmax_weights(-negative_dist, negative), 1)
+    difference = weighted_positive - weighted_negative
     if margin is None:
         return ops.mean(ops.softplus(difference))
     return ops.mean(ops.relu(difference + margin))

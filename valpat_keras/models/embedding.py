@@ -3,13 +3,20 @@
 `encode_images` and `encode_captions` run a `ValPatBackbone`'s two towers through compiled
 ``predict`` calls (jit on JAX, a tf.function on TensorFlow) instead of op by op, and return
 L2-normalised NumPy embeddings.
+
+Every call goes through `predict_fixed_batches`: one embedder model per backbone (cached),
+every batch zero-padded to the batch size and the padding sliced off, so a model's compiled
+predict step is traced once and reused by every later call, whatever the number of images.
+(Keras' own ``predict`` traces again for the short last batch, and a tf.function traced for
+many sizes, or many sub-models built per call, is what TensorFlow reports as "calls ...
+triggered tf.function retracing".)
 """
 
 from __future__ import annotations
 
 import os
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import keras
 import numpy as np
@@ -33,6 +40,53 @@ def backbone_embedders(backbone) -> tuple[keras.Model, keras.Model]:
     return _EMBEDDERS[backbone]
 
 
+def _batches_of(inputs, batch_size: int) -> Iterable[np.ndarray]:
+    """NumPy batches of an array (split), a tf.data dataset or an iterable of batches."""
+    if isinstance(inputs, np.ndarray):
+        return (inputs[i:i + batch_size] for i in range(0, len(inputs), batch_size))
+    if hasattr(inputs, "as_numpy_iterator"):
+        return inputs.as_numpy_iterator()
+    return inputs
+
+
+def predict_fixed_batches(model: keras.Model, inputs, batch_size: int) -> np.ndarray:
+    """``model``'s outputs on ``inputs``, every batch run at exactly ``batch_size`` rows.
+
+    Short batches (the last one) are zero-padded and the padding rows dropped from the
+    output: inference-mode layers treat rows independently, so the kept rows are unchanged,
+    and the compiled ``predict_on_batch`` step sees one input shape, so it is traced once
+    per model and reused on every call.
+
+    Args:
+        model: A Keras model with one input and one output.
+        inputs: An array ``(N, ...)``, a tf.data dataset of batches, or an iterable of
+            NumPy batches (larger ones are run in ``batch_size`` chunks; of an ``(x, y)``
+            tuple only ``x`` is read, as by ``predict``).
+        batch_size: Rows per compiled call.
+
+    Returns:
+        The outputs ``(N, ...)`` as a NumPy array, in input order.
+
+    Raises:
+        ValueError: No batch at all.
+    """
+    outputs = []
+    for batch in _batches_of(inputs, batch_size):
+        if isinstance(batch, tuple):  # (x, y) or (x, y, weights): Keras' predict reads x
+            batch = batch[0]
+        batch = np.asarray(batch)
+        for start in range(0, max(len(batch), 1), batch_size):  # larger batches: in chunks
+            chunk = batch[start:start + batch_size]
+            count = chunk.shape[0]
+            if count < batch_size:
+                padding = np.zeros((batch_size - count, *chunk.shape[1:]), chunk.dtype)
+                chunk = np.concatenate([chunk, padding])
+            outputs.append(np.asarray(model.predict_on_batch(chunk))[:count])
+    if not outputs:
+        raise ValueError("predict_fixed_batches got no batch")
+    return np.concatenate(outputs, axis=0)
+
+
 def _is_path_list(items) -> bool:
     return isinstance(items, (list, tuple)) and isinstance(items[0], (str, os.PathLike))
 
@@ -53,11 +107,12 @@ def encode_images(backbone, images_or_paths, image_size: tuple[int, int] | None 
     embedder = backbone_embedders(backbone)[0]
     if _is_path_list(images_or_paths):
         size = tuple(image_size or backbone.image_encoder.image_shape[:2])
-        embeddings = embedder.predict(
-            image_dataset([str(p) for p in images_or_paths], size, batch_size), verbose=0)
+        embeddings = predict_fixed_batches(
+            embedder, image_dataset([str(p) for p in images_or_paths], size, batch_size),
+            batch_size)
     else:
-        embeddings = embedder.predict(np.asarray(images_or_paths, dtype="float32"),
-                                      batch_size=batch_size, verbose=0)
+        embeddings = predict_fixed_batches(
+            embedder, np.asarray(images_or_paths, dtype="float32"), batch_size)
     return l2_normalize(np.asarray(embeddings, dtype=np.float32))
 
 
@@ -73,6 +128,7 @@ def encode_captions(backbone, tokenizer, captions: Sequence[str],
     """
     if not len(captions):
         return np.zeros((0, backbone.embedding_dim), np.float32)
-    embeddings = backbone_embedders(backbone)[1].predict(
-        caption_dataset(list(captions), tokenizer, batch_size), verbose=0)
+    embeddings = predict_fixed_batches(
+        backbone_embedders(backbone)[1], caption_dataset(list(captions), tokenizer, batch_size),
+        batch_size)
     return l2_normalize(np.asarray(embeddings, dtype=np.float32))

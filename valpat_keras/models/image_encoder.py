@@ -14,6 +14,30 @@ from valpat_keras.models.serialization import deserialize_nested
 #: ImageNet channel statistics; images enter the encoder in [0, 1].
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: LUPerson's channel statistics, as its fast-reid fine-tuning configs give them
+#: (``PIXEL_MEAN: [89.896, 79.200, 80.073]``, ``PIXEL_STD: [63.872, 64.305, 63.839]`` on
+#: 0..255 pixels, e.g. LUPerson's ``configs/CMDM/mgn_R50_moco.yml``), brought to [0, 1].
+LUP_MEAN = (89.896 / 255.0, 79.200 / 255.0, 80.073 / 255.0)
+LUP_STD = (63.872 / 255.0, 64.305 / 255.0, 63.839 / 255.0)
+#: Named pixel normalisations ``name -> (mean, std)`` of [0, 1] images. ``"preset"`` (the
+#: statistics of an image preset's own converter) is resolved by
+#: `valpat_keras.models.init.image_encoder_from_preset`.
+PIXEL_NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    "lup": (LUP_MEAN, LUP_STD),
+}
+
+
+def pixel_statistics(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)`` of a named normalisation (`PIXEL_NORMALIZATIONS`).
+
+    Raises:
+        ValueError: Unknown name.
+    """
+    if name not in PIXEL_NORMALIZATIONS:
+        raise ValueError(f"Unknown pixel normalisation {name!r}; choose one of "
+                         f"{sorted(PIXEL_NORMALIZATIONS)}")
+    return PIXEL_NORMALIZATIONS[name]
 
 
 def _resnet_config(num_filters: tuple[int, ...], num_blocks: tuple[int, ...],
@@ -56,8 +80,8 @@ class ImageEncoder(keras_hub.models.Backbone):
 
     Wraps a keras-hub `ResNetBackbone` (feature map, pooled with GeM or average pooling)
     or `ViTBackbone` (tokens, pooled with the class token or the mean of patch tokens).
-    ImageNet mean/std normalisation happens inside, so pipelines feed float32 images in
-    [0, 1] of shape (B, H, W, 3). This is the network VAL-PAT pretrains and the transfer
+    Mean/std normalisation (ImageNet's unless ``pixel_mean`` / ``pixel_std`` say otherwise)
+    happens inside, so pipelines feed float32 images in [0, 1] of shape (B, H, W, 3). This is the network VAL-PAT pretrains and the transfer
     tasks (re-ID, attributes, search) fine-tune.
 
     Args:
@@ -66,6 +90,10 @@ class ImageEncoder(keras_hub.models.Backbone):
         pooling: str. ``"gem"`` or ``"avg"`` for a ResNet; ``"token"`` (class token) or
             ``"avg"`` (mean of the patch tokens) for a ViT. Defaults to ``"gem"``.
         gem_p: float. Initial GeM exponent (learned). Defaults to ``3.0``.
+        pixel_mean: tuple[float, float, float] | None. Channel means of [0, 1] images;
+            None: ImageNet's (`IMAGENET_MEAN`). `PIXEL_NORMALIZATIONS` has LUPerson's.
+        pixel_std: tuple[float, float, float] | None. Channel standard deviations; None:
+            ImageNet's (`IMAGENET_STD`).
         dtype: str | keras.DTypePolicy | None. Compute dtype policy.
         **kwargs: Standard `keras.Model` arguments (e.g. ``name``).
 
@@ -79,8 +107,8 @@ class ImageEncoder(keras_hub.models.Backbone):
     ```
     """
 
-    def __init__(self, backbone, pooling: str = "gem", gem_p: float = 3.0, dtype=None,
-                 **kwargs):
+    def __init__(self, backbone, pooling: str = "gem", gem_p: float = 3.0, pixel_mean=None,
+                 pixel_std=None, dtype=None, **kwargs):
         is_vit = isinstance(backbone, keras_hub.models.ViTBackbone)
         if is_vit and pooling not in ("token", "avg"):
             raise ValueError(
@@ -91,9 +119,12 @@ class ImageEncoder(keras_hub.models.Backbone):
         # see valpat_keras/models/batch_norm.py).
         use_closed_form_batch_norm(backbone)
         self.backbone = backbone
-        std = [s * s for s in IMAGENET_STD]
+        pixel_mean = tuple(float(m) for m in (pixel_mean or IMAGENET_MEAN))
+        pixel_std = tuple(float(s) for s in (pixel_std or IMAGENET_STD))
+        variance = [s * s for s in pixel_std]
         self.normalization = keras.layers.Normalization(
-            mean=list(IMAGENET_MEAN), variance=std, dtype=dtype, name="imagenet_normalization")
+            mean=list(pixel_mean), variance=variance, dtype=dtype,
+            name="imagenet_normalization")
         if is_vit:
             self.pooling_layer = TokenPooling(
                 mode="cls" if pooling == "token" else "mean", skip_first=pooling == "avg",
@@ -112,6 +143,8 @@ class ImageEncoder(keras_hub.models.Backbone):
         # === Config ===
         self.pooling = pooling
         self.gem_p = float(gem_p)
+        self.pixel_mean = pixel_mean
+        self.pixel_std = pixel_std
         self.image_shape = image_shape
         self.feature_dim = int(features.shape[-1])
 
@@ -121,6 +154,8 @@ class ImageEncoder(keras_hub.models.Backbone):
             "backbone": keras.layers.serialize(self.backbone),
             "pooling": self.pooling,
             "gem_p": self.gem_p,
+            "pixel_mean": list(self.pixel_mean),
+            "pixel_std": list(self.pixel_std),
         })
         return config
 
@@ -131,7 +166,8 @@ class ImageEncoder(keras_hub.models.Backbone):
 
 def build_image_encoder(config: str = "tiny", image_size: tuple[int, int] = (256, 128),
                         pooling: str | None = "gem", last_stride: int = 1,
-                        dtype=None, name: str = "image_encoder") -> ImageEncoder:
+                        dtype=None, name: str = "image_encoder",
+                        pixel_normalization: str = "imagenet") -> ImageEncoder:
     """Builds a randomly initialised `ImageEncoder` from a named configuration.
 
     Args:
@@ -145,13 +181,15 @@ def build_image_encoder(config: str = "tiny", image_size: tuple[int, int] = (256
             for re-ID; 2 is the ImageNet ResNet. Ignored by ViT (patches have one stride).
         dtype: Compute dtype policy (``None``: the global policy).
         name: Model name.
+        pixel_normalization: A key of `PIXEL_NORMALIZATIONS` (``"imagenet"``, ``"lup"``).
 
     Returns:
         The encoder; ``encoder.feature_dim`` is the length of its output vectors.
 
     Raises:
-        ValueError: Unknown configuration name or pooling.
+        ValueError: Unknown configuration name, pooling or pixel normalisation.
     """
+    pixel_mean, pixel_std = pixel_statistics(pixel_normalization)
     if config not in IMAGE_ENCODER_CONFIGS:
         raise ValueError(f"Unknown image encoder config {config!r}; "
                          f"choose one of {sorted(IMAGE_ENCODER_CONFIGS)}")
@@ -165,4 +203,5 @@ def build_image_encoder(config: str = "tiny", image_size: tuple[int, int] = (256
         kwargs["stackwise_num_strides"][-1] = int(last_stride)
         backbone = keras_hub.models.ResNetBackbone(image_shape=image_shape, dtype=dtype, **kwargs)
         pooling = pooling or "gem"
-    return ImageEncoder(backbone, pooling=pooling, dtype=dtype, name=name)
+    return ImageEncoder(backbone, pooling=pooling, pixel_mean=pixel_mean, pixel_std=pixel_std,
+                        dtype=dtype, name=name)

@@ -28,6 +28,7 @@ from keras_hub.src.utils.tensor_utils import preprocessing_function
 from valpat_keras.data.tokenizer import (
     CaptionTokenizer,
     CaptionWordPieceTokenizer,
+    PresetCaptionTokenizer,
     caption_packer,
 )
 from valpat_keras.models.backbone import ValPatBackbone
@@ -140,7 +141,9 @@ class CaptionPreprocessor(keras_hub.models.Preprocessor):
     asset, so ``preprocessor.save_to_preset`` / ``from_preset`` (or the task's) restore it.
 
     Args:
-        tokenizer: CaptionWordPieceTokenizer. The WordPiece tokenizer layer.
+        tokenizer: CaptionWordPieceTokenizer | keras_hub.tokenizers.Tokenizer. The
+            WordPiece tokenizer layer, or a pretrained text model's tokenizer (``BertTokenizer``,
+            ...), whose own start / end / pad ids frame the rows.
         sequence_length: int. Length of every row, ``[CLS]`` and ``[SEP]`` included.
             Defaults to ``32``.
         **kwargs: Standard `keras_hub.models.Preprocessor` arguments.
@@ -184,8 +187,13 @@ class CaptionPreprocessor(keras_hub.models.Preprocessor):
         return keras.utils.pack_x_y_sample_weight(self.tokenize(x), y, sample_weight)
 
     def caption_tokenizer(self) -> CaptionTokenizer:
-        """The `CaptionTokenizer` adapter with the same ids (for the tf.data pipelines)."""
-        return CaptionTokenizer.from_layer(self.tokenizer, self.sequence_length)
+        """The `CaptionTokenizer` adapter with the same ids (for the tf.data pipelines).
+
+        A `PresetCaptionTokenizer` when the layer is a pretrained model's (e.g. BERT's).
+        """
+        if isinstance(self.tokenizer, CaptionWordPieceTokenizer):
+            return CaptionTokenizer.from_layer(self.tokenizer, self.sequence_length)
+        return PresetCaptionTokenizer(self.tokenizer, self.sequence_length)
 
     def get_config(self):
         config = super().get_config()
@@ -233,13 +241,17 @@ class ValPatPreprocessor(CaptionPreprocessor):
 
         Args:
             backbone: The `ValPatBackbone` (its image encoder fixes the image size).
-            tokenizer: The `CaptionTokenizer` its text encoder was trained with.
+            tokenizer: The `CaptionTokenizer` its text encoder was trained with (a
+                `PresetCaptionTokenizer`'s keras-hub layer is used as it is).
             **kwargs: Other constructor arguments (e.g. ``image_keys``).
         """
         converter = PedestrianImageConverter(
             image_size=tuple(backbone.image_encoder.image_shape[:2]))
-        return cls(converter, CaptionWordPieceTokenizer(vocabulary=tokenizer.vocabulary),
-                   sequence_length=tokenizer.sequence_length, **kwargs)
+        if isinstance(tokenizer, PresetCaptionTokenizer):
+            layer = tokenizer.layer  # a pretrained model's tokenizer (BERT, CLIP, ...)
+        else:
+            layer = CaptionWordPieceTokenizer(vocabulary=tokenizer.vocabulary)
+        return cls(converter, layer, sequence_length=tokenizer.sequence_length, **kwargs)
 
     def convert_images(self, images):
         """Images through the image converter (when there is one)."""

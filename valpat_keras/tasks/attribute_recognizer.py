@@ -23,6 +23,7 @@ from valpat_keras.models.heads import AttributeHead
 from valpat_keras.models.image_encoder import ImageEncoder
 from valpat_keras.models.preprocessors import ImagePreprocessor
 from valpat_keras.optimizers import GroupedAdamW
+from valpat_keras.tasks.attribute_scores import decide_attributes
 from valpat_keras.tasks.base import ValPatTask
 
 
@@ -114,6 +115,13 @@ class AttributeRecognizer(ValPatTask):
         freeze_backbone_batch_norm: bool. Keep the backbone's batch-norm statistics and
             affine weights fixed (`valpat_keras.models.batch_norm.freeze_batch_norm`).
             Defaults to ``False``.
+        thresholds: Sequence[float] | None. Per-attribute decision thresholds on the
+            probabilities (an attribute is present when ``prob > threshold``), e.g.
+            calibrated on validation by `train_attributes`; ``None``: 0.5 everywhere. Read
+            them as `attribute_thresholds`; used by `decide`, `predict_labels`.
+        exclusive_groups: Sequence[Sequence[int]] | None. Mutually exclusive attribute
+            columns (age bins, viewpoints; `valpat_keras.tasks.attribute_scores.
+            exclusive_groups_for`): `decide` picks exactly one member of each.
         preprocessor: An `ImagePreprocessor` or ``None`` (images arrive decoded, see
             `valpat_keras.data.pipelines`); the run function attaches one before saving.
         **kwargs: Standard `keras_hub.models.Task` arguments (``name``, ``compile``).
@@ -143,6 +151,8 @@ class AttributeRecognizer(ValPatTask):
                  label_smoothing: float = 0.0, dropout: float = 0.0,
                  head_batch_norm: bool = True, head_lr_multiplier: float = 10.0,
                  loss_weighting: str = "deepmar", freeze_backbone_batch_norm: bool = False,
+                 thresholds: Sequence[float] | None = None,
+                 exclusive_groups: Sequence[Sequence[int]] | None = None,
                  preprocessor=None, **kwargs):
         num_attributes = int(num_attributes)
         if positive_ratios is not None and len(positive_ratios) != num_attributes:
@@ -185,6 +195,9 @@ class AttributeRecognizer(ValPatTask):
         self.head_lr_multiplier = float(head_lr_multiplier)
         self.loss_weighting = str(loss_weighting)
         self.freeze_backbone_batch_norm = bool(freeze_backbone_batch_norm)
+        self.thresholds = None
+        self.attribute_thresholds = thresholds
+        self.exclusive_groups = _checked_groups(exclusive_groups, num_attributes)
         if self.positive_ratios is not None:
             self._set_prior_bias(self.positive_ratios)
         if compile_now:
@@ -218,8 +231,40 @@ class AttributeRecognizer(ValPatTask):
             "head_lr_multiplier": self.head_lr_multiplier,
             "loss_weighting": self.loss_weighting,
             "freeze_backbone_batch_norm": self.freeze_backbone_batch_norm,
+            "thresholds": self.thresholds,
+            "exclusive_groups": self.exclusive_groups,
         })
         return config
+
+    @property
+    def attribute_thresholds(self) -> np.ndarray:
+        """``(num_attributes,)`` decision thresholds (0.5 where none was calibrated).
+
+        Assign a sequence (or None for 0.5 everywhere) to change them; they are saved in
+        the config (``thresholds``), so ``.keras`` files and presets keep them.
+        """
+        if self.thresholds is None:
+            return np.full(self.num_attributes, 0.5)
+        return np.asarray(self.thresholds, dtype=np.float64)
+
+    @attribute_thresholds.setter
+    def attribute_thresholds(self, thresholds: Sequence[float] | None) -> None:
+        if thresholds is None:
+            self.thresholds = None
+            return
+        values = [float(t) for t in np.asarray(thresholds, dtype=np.float64).reshape(-1)]
+        if len(values) != self.num_attributes or not all(0.0 <= t <= 1.0 for t in values):
+            raise ValueError(f"thresholds must be {self.num_attributes} probabilities in "
+                             f"[0, 1], got {thresholds}")
+        self.thresholds = values
+
+    def decide(self, probs: np.ndarray) -> np.ndarray:
+        """``(N, num_attributes)`` bool decisions from probabilities.
+
+        ``prob > threshold`` per attribute (`attribute_thresholds`), and one member of each
+        exclusive group (`valpat_keras.tasks.attribute_scores.decide_attributes`).
+        """
+        return decide_attributes(probs, self.attribute_thresholds, self.exclusive_groups)
 
     def default_optimizer(self) -> GroupedAdamW:
         """``compile(optimizer="auto")``: `GroupedAdamW`, encoder learning rate 3e-4, wd 5e-4.
@@ -304,6 +349,29 @@ class AttributeRecognizer(ValPatTask):
         names = self.attribute_names or [f"attr_{i}" for i in range(self.num_attributes)]
         probs = self.predict_probabilities(images_or_paths, batch_size)
         return [dict(zip(names, map(float, row))) for row in probs]
+
+    def predict_labels(self, images_or_paths, batch_size: int = 64) -> np.ndarray:
+        """``(N, num_attributes)`` bool: present or not, by `decide` (thresholds, groups).
+
+        Args:
+            images_or_paths: As for `predict_probabilities`.
+            batch_size: Images per forward pass.
+        """
+        return self.decide(self.predict_probabilities(images_or_paths, batch_size))
+
+
+def _checked_groups(groups: Sequence[Sequence[int]] | None,
+                    num_attributes: int) -> list[list[int]] | None:
+    """``exclusive_groups`` as lists of ints: disjoint, in range, two members or more."""
+    if groups is None:
+        return None
+    checked = [[int(i) for i in group] for group in groups]
+    flat = [i for group in checked for i in group]
+    if (any(len(group) < 2 for group in checked) or len(set(flat)) != len(flat)
+            or not all(0 <= i < num_attributes for i in flat)):
+        raise ValueError(f"exclusive_groups must be disjoint lists of 2+ column indices in "
+                         f"[0, {num_attributes}), got {groups}")
+    return checked
 
 
 def _smoothing_correction(labels, logits, ratios, epsilon: float):

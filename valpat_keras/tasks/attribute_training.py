@@ -2,8 +2,16 @@
 
 The run reads as named steps: check the inputs, load the zero-shot backbone when asked (so a
 missing backbone or prompt fails before training), `build_recognizer`, `fit_recognizer`
-(the validation split feeds the fit logs only), `evaluate_recognizer` on the test split
-once, then write the run folder. Its settings are one `AttributesRunConfig`.
+(the validation split feeds the fit logs), `calibrate_recognizer` (per-attribute thresholds
+on the validation split), `evaluate_recognizer` on the test split once, then write the run
+folder. Its settings are one `AttributesRunConfig`.
+
+Thresholds: the headline test metrics stay those of the usual ``prob > 0.5`` (comparable
+with the literature); ``metrics["calibrated"]`` holds the same metrics under the model's own
+decisions: per-attribute thresholds maximising the validation balanced accuracy (each
+attribute's term of mA, so they maximise the validation mA, the headline metric; F1 on
+request, ``threshold_criterion="f1"``) and one choice in each mutually exclusive group (age
+bins, viewpoints). Both are saved in the recognizer's config.
 """
 
 from __future__ import annotations
@@ -18,8 +26,13 @@ import keras
 import numpy as np
 
 from valpat_keras.data.pipelines import labeled_image_dataset
+from valpat_keras.distribute import runs_with_runtime_settings
 from valpat_keras.errors import InputError
 from valpat_keras.evaluation import plot_attribute_bars
+from valpat_keras.evaluation.attribute_metrics import (
+    THRESHOLD_CRITERIA,
+    calibrate_attribute_thresholds,
+)
 from valpat_keras.losses.attribute import positive_ratios
 from valpat_keras.models.image_encoder import IMAGE_ENCODER_CONFIGS
 from valpat_keras.models.init import load_backbone, load_image_encoder
@@ -28,7 +41,13 @@ from valpat_keras.optimizers import GroupedAdamW
 from valpat_keras.run_outputs import write_json
 from valpat_keras.tasks.attribute_head_init import HEAD_INITS, init_head_from_linear_probe
 from valpat_keras.tasks.attribute_recognizer import AttributeRecognizer
-from valpat_keras.tasks.attribute_scores import attribute_labels, paths_of, score_attributes
+from valpat_keras.tasks.attribute_scores import (
+    ATTRIBUTE_METRICS,
+    attribute_labels,
+    exclusive_groups_for,
+    paths_of,
+    score_attributes,
+)
 from valpat_keras.tasks.checkpointing import StepCheckpoint
 from valpat_keras.tasks.run_config import (
     RunConfig,
@@ -99,6 +118,14 @@ class AttributesRunConfig(RunConfig):
         checkpoint_every_steps: Write a step checkpoint to ``OUT/checkpoints`` every this
             many steps; None: every 10 minutes (and at each epoch end). A run folder with
             checkpoints resumes from the latest; they are deleted once the run is written.
+        mixed_precision: None, ``"mixed_bfloat16"`` or ``"mixed_float16"``: the global
+            dtype policy during the run (losses in float32; `valpat_keras.distribute`).
+        distribute: None, or ``"data"``: data parallelism over ``devices`` devices (JAX
+            only); ``batch_size`` is the global batch, split over the devices.
+        devices: Devices ``distribute="data"`` uses (None: all, on every host).
+        threshold_criterion: What the per-attribute thresholds maximise on the validation
+            split: ``"balanced_accuracy"`` (default; the attribute's mA term, so the
+            validation mA is maximal) or ``"f1"`` (`calibrate_attribute_thresholds`).
     """
 
     init: str = "random"
@@ -121,6 +148,10 @@ class AttributesRunConfig(RunConfig):
     steps_per_epoch: int | None = None
     verbose: int | str = "auto"
     checkpoint_every_steps: int | None = None
+    mixed_precision: str | None = None
+    distribute: str | None = None
+    devices: int | None = None
+    threshold_criterion: str = "balanced_accuracy"
 
     @property
     def pretrained(self) -> bool:
@@ -162,6 +193,9 @@ def _check_inputs(dataset, config: AttributesRunConfig) -> None:
                          f"{len(dataset.test)} test)")
     if config.head_init not in HEAD_INITS:
         raise InputError(f"head_init must be one of {HEAD_INITS}, got {config.head_init!r}")
+    if config.threshold_criterion not in THRESHOLD_CRITERIA:
+        raise InputError(f"threshold_criterion must be one of {THRESHOLD_CRITERIA}, got "
+                         f"{config.threshold_criterion!r}")
     check_batch_size(config.batch_size)
 
 
@@ -194,7 +228,8 @@ def build_recognizer(dataset, config: AttributesRunConfig) -> AttributeRecognize
     """The encoder of ``config.init`` under a new head for every attribute of ``dataset``.
 
     The loss weights come from the training labels; the head starts at the prior logits or
-    at a linear probe of the training images (`resolved_head_init`).
+    at a linear probe of the training images (`resolved_head_init`); the known mutually
+    exclusive groups among the attribute names are set (`exclusive_groups_for`).
     """
     train_labels = attribute_labels(dataset.train)
     encoder = load_image_encoder(config.init, config=config.encoder_config,
@@ -207,6 +242,7 @@ def build_recognizer(dataset, config: AttributesRunConfig) -> AttributeRecognize
         attribute_names=dataset.all_attribute_names, eval_indices=dataset.eval_indices,
         label_smoothing=config.label_smoothing, head_lr_multiplier=config.head_lr_multiplier,
         loss_weighting=config.loss_weighting, freeze_backbone_batch_norm=freeze,
+        exclusive_groups=exclusive_groups_for(dataset.all_attribute_names) or None,
         name="attribute_recognizer")
     if resolved_head_init(config) == "linear_probe":
         init_head_from_linear_probe(model, paths_of(dataset.train), train_labels,
@@ -247,13 +283,55 @@ def fit_recognizer(model: AttributeRecognizer, dataset, config: AttributesRunCon
                         validation_data=val_ds, checkpoint=checkpoint)
 
 
+def calibrate_recognizer(model: AttributeRecognizer, dataset, batch_size: int = 64,
+                         criterion: str = "balanced_accuracy") -> dict:
+    """Sets the model's per-attribute thresholds from the validation split (never test).
+
+    Every attribute the model predicts gets the threshold maximising ``criterion`` on the
+    ``val`` labels (`calibrate_attribute_thresholds`); without a validation split the
+    thresholds stay 0.5.
+
+    Returns:
+        How they were chosen, for ``metrics.json``: ``split`` (``"val"`` or None),
+        ``criterion``, ``num_images`` and, without a split, ``reason``.
+    """
+    if not dataset.val:
+        model.attribute_thresholds = None
+        return {"split": None, "criterion": criterion, "num_images": 0,
+                "reason": f"{dataset.name} has no validation split: thresholds stay 0.5"}
+    probs = model.predict_probabilities(paths_of(dataset.val), batch_size=batch_size)
+    model.attribute_thresholds = calibrate_attribute_thresholds(
+        attribute_labels(dataset.val), probs, criterion)
+    return {"split": "val", "criterion": criterion, "num_images": len(dataset.val)}
+
+
 def evaluate_recognizer(model: AttributeRecognizer, dataset, split: str = "test",
                         batch_size: int = 64) -> dict:
-    """`score_attributes` of the model on a split, over the evaluated attributes."""
+    """`score_attributes` of the model on a split, over the evaluated attributes.
+
+    The top-level scores are those of ``prob > 0.5``; ``calibrated`` holds the same
+    metrics (JSON-ready) under the model's own decisions (`AttributeRecognizer.decide`:
+    its thresholds and exclusive groups), with ``thresholds`` (name -> threshold) and
+    ``exclusive_groups`` (lists of names); ``side_by_side`` pairs the scalar metrics.
+    """
     records = getattr(dataset, split)
     probs = model.predict_probabilities(paths_of(records), batch_size=batch_size)
-    return score_attributes(attribute_labels(records, dataset.eval_indices),
-                            probs[:, dataset.eval_indices], dataset.attribute_names)
+    labels = attribute_labels(records, dataset.eval_indices)
+    keep = list(dataset.eval_indices)
+    scores = score_attributes(labels, probs[:, keep], dataset.attribute_names)
+    calibrated = score_attributes(labels, probs[:, keep], dataset.attribute_names,
+                                  predictions=model.decide(probs)[:, keep])
+    calibrated.pop("label_ma_array")
+    names = model.attribute_names or [f"attr_{i}" for i in range(model.num_attributes)]
+    calibrated["thresholds"] = dict(zip(dataset.attribute_names,
+                                        model.attribute_thresholds[keep].tolist()))
+    calibrated["exclusive_groups"] = [[names[i] for i in group]
+                                      for group in model.exclusive_groups or []]
+    scores["calibrated"] = calibrated
+    scores["side_by_side"] = {key: {"threshold_0.5": scores[key],
+                                    "calibrated": calibrated[key]}
+                              for key in ATTRIBUTE_METRICS}
+    return scores
 
 
 def _run_info(dataset, config: AttributesRunConfig, model: AttributeRecognizer,
@@ -293,6 +371,7 @@ def _zero_shot_metrics(out: Path, dataset, config: AttributesRunConfig,
     return scores
 
 
+@runs_with_runtime_settings(lambda config: config.batch_size)
 def train_attributes(dataset, out_dir: str | Path, config: AttributesRunConfig | None = None,
                      **legacy) -> dict:
     """Fine-tunes an `AttributeRecognizer` on an `AttributeDataset` and evaluates it.
@@ -302,8 +381,9 @@ def train_attributes(dataset, out_dir: str | Path, config: AttributesRunConfig |
     (``dataset.eval_indices``) with `valpat_keras.evaluation.evaluate_attributes`.
 
     Writes into ``out_dir``: ``metrics.json`` (``ma``, ``instance_acc``, ``instance_prec``,
-    ``instance_recall``, ``instance_f1``, per-attribute mA, and ``zero_shot`` metrics when
-    asked), ``history.json`` (per-epoch fit logs), ``attribute_bars.png`` (per-attribute mA;
+    ``instance_recall``, ``instance_f1``, per-attribute mA, all at ``prob > 0.5``; the same
+    under ``calibrated`` with the thresholds calibrated on ``val`` and the exclusive groups,
+    and ``side_by_side``; ``zero_shot`` metrics when asked), ``history.json`` (per-epoch fit logs), ``attribute_bars.png`` (per-attribute mA;
     ``attribute_bars_zero_shot.png`` too with ``zero_shot``) and
     ``attribute_recognizer.keras`` (the trained model).
 
@@ -346,7 +426,10 @@ def train_attributes(dataset, out_dir: str | Path, config: AttributesRunConfig |
     model = build_recognizer(dataset, config)
     history = fit_recognizer(model, dataset, config,
                              run_checkpoint(out, config, num_train=len(dataset.train)))
+    calibration = calibrate_recognizer(model, dataset, config.batch_size,
+                                       config.threshold_criterion)
     metrics = evaluate_recognizer(model, dataset, batch_size=config.batch_size)
+    metrics["calibrated"]["calibration"] = calibration
     label_ma = metrics.pop("label_ma_array")
     if zero_shot_model is not None:
         metrics["zero_shot"] = _zero_shot_metrics(out, dataset, config, zero_shot_model)

@@ -23,6 +23,8 @@ import keras_hub
 import numpy as np
 from keras import ops
 
+from valpat_keras.models.embedding import predict_fixed_batches
+
 
 def _is_auto(value) -> bool:
     return isinstance(value, str) and value == "auto"
@@ -124,5 +126,9 @@ class EmbeddingMixin:
         return self._embedding_model
 
     def embed(self, images, batch_size: int = 64) -> np.ndarray:
-        """Embeddings of images (an array or a dataset of image batches), as NumPy."""
-        return self.embedding_model.predict(images, batch_size=batch_size, verbose=0)
+        """Embeddings of images (an array or a dataset of image batches), as NumPy.
+
+        Batches are padded to ``batch_size`` (`predict_fixed_batches`), so the embedding
+        model's compiled predict step is traced once and reused by every call.
+        """
+        return predict_fixed_batches(self.embedding_model, images, batch_size)

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from valpat_keras.errors import InputError
+from valpat_keras.runtime import check_runtime_settings
 from valpat_keras.tasks.run_config import RunConfig
 
 #: Named pretraining configurations: encoder sizes, head widths and default sizes.
@@ -36,7 +37,15 @@ RENAMED: dict[str, str] = {"config": "encoder_config"}
 
 #: Fields that change how a run is shown or checkpointed, not what it trains (left out of the
 #: cache key: a resumed run equals an uninterrupted one whatever the checkpoint interval).
-DISPLAY_ONLY: tuple[str, ...] = ("verbose", "checkpoint_every_steps")
+#: The device count is one of them: a 2-device run gives the loss of a 1-device one.
+DISPLAY_ONLY: tuple[str, ...] = ("verbose", "checkpoint_every_steps", "distribute", "devices")
+
+#: Fields added after runs were cached: left out of the cache key while at their default
+#: (None), so the cached runs of earlier versions keep their keys.
+KEYED_WHEN_SET: tuple[str, ...] = ("text_preset", "image_preset", "pixel_normalization")
+
+#: ``pixel_normalization`` values (None: ``"preset"`` with an image preset, else ``"imagenet"``).
+PIXEL_NORMALIZATIONS: tuple[str, ...] = ("imagenet", "lup", "preset")
 
 
 @dataclasses.dataclass
@@ -75,6 +84,20 @@ class PretrainConfig(RunConfig):
             resuming) every this many optimiser steps; None: every 10 minutes. Checkpoints
             are also written at each epoch end and at the end of training. A resumed run
             equals an uninterrupted one whatever the interval.
+        distribute: None, or ``"data"``: data parallelism over ``devices`` devices
+            (`valpat_keras.distribute`, JAX only); ``batch_size`` is the global batch.
+        devices: Devices ``distribute="data"`` uses (None: all, on every host).
+        text_preset: A keras-hub preset name or preset folder of a pretrained text tower
+            (``BertBackbone``, DistilBERT, RoBERTa, CLIP text) used with its own tokenizer
+            instead of the small transformer on a vocabulary learnt from the captions
+            (``vocabulary_size`` is then unused; ``sequence_length`` must fit the preset's
+            position table). None: the learnt vocabulary (the SynthPed default).
+        image_preset: A keras-hub ResNet / ViT preset name (``"resnet_50_imagenet"``) or
+            preset folder whose weights the image tower starts from (the encoder config still
+            sizes the heads and the queue). None: random initialisation.
+        pixel_normalization: ``"imagenet"``, ``"lup"`` (LUPerson's mean/std) or ``"preset"``
+            (the image preset's converter); None: ``"preset"`` with an image preset, else
+            ``"imagenet"``.
     """
 
     encoder_config: str = "tiny"
@@ -96,8 +119,16 @@ class PretrainConfig(RunConfig):
     synthped_preset: str = "small"
     verbose: int | str = 1
     checkpoint_every_steps: int | None = None
+    distribute: str | None = None
+    devices: int | None = None
+    text_preset: str | None = None
+    image_preset: str | None = None
+    pixel_normalization: str | None = None
 
     def __post_init__(self):
+        for name in ("text_preset", "image_preset"):
+            if getattr(self, name) is not None:  # a Path from Python callers
+                setattr(self, name, str(getattr(self, name)))
         self.objectives = tuple(self.objectives)
         if self.image_size is not None:
             self.image_size = tuple(int(v) for v in self.image_size)
@@ -125,6 +156,24 @@ class PretrainConfig(RunConfig):
             raise InputError(f"The queue size ({self.queue_size}) must be a multiple of the "
                              f"batch size ({self.batch_size}): the queue is filled one batch "
                              "at a time.")
+        check_runtime_settings(self.mixed_precision, self.distribute, self.devices)
+        self._validate_presets()
+
+    def _validate_presets(self) -> None:
+        if self.pixel_normalization not in (None, *PIXEL_NORMALIZATIONS):
+            raise InputError(f"Unknown pixel_normalization {self.pixel_normalization!r}; "
+                             f"choose one of {list(PIXEL_NORMALIZATIONS)}")
+        if self.pixel_normalization == "preset" and not self.image_preset:
+            raise InputError("pixel_normalization 'preset' takes the statistics of an image "
+                             "preset: give image_preset (--image-preset) too, or choose "
+                             "'imagenet' or 'lup'")
+
+    @property
+    def resolved_pixel_normalization(self) -> str:
+        """``pixel_normalization``, or ``"preset"`` with an image preset, else ``"imagenet"``."""
+        if self.pixel_normalization:
+            return self.pixel_normalization
+        return "preset" if self.image_preset else "imagenet"
 
     @property
     def preset(self) -> dict[str, Any]:
@@ -146,5 +195,10 @@ class PretrainConfig(RunConfig):
         return cls.from_dict({RENAMED.get(k, k): v for k, v in arguments.items()})
 
     def cache_fields(self) -> dict[str, Any]:
-        """`to_dict` without the display-only fields: what a cached run is keyed by."""
-        return {k: v for k, v in self.to_dict().items() if k not in DISPLAY_ONLY}
+        """`to_dict` without the display-only fields: what a cached run is keyed by.
+
+        The fields of `KEYED_WHEN_SET` count only once set, so a default run keeps the key
+        it had before they existed.
+        """
+        return {k: v for k, v in self.to_dict().items() if k not in DISPLAY_ONLY
+                and not (k in KEYED_WHEN_SET and v is None)}

@@ -28,13 +28,12 @@ from the last checkpoint (written every ``checkpoint_every_steps`` steps, by def
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
 import shutil
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +43,16 @@ import numpy as np
 from valpat_keras import datasets
 from valpat_keras.data.pipelines import pretrain_dataset
 from valpat_keras.data.records import PretrainDataset
+from valpat_keras.data.shards import INDEX_FILE as SHARD_INDEX
+from valpat_keras.data.shards import ShardPretrainDataset, shard_pretrain_dataset
 from valpat_keras.data.synthped import SynthPedConfig, ensure_synthped
 from valpat_keras.data.tokenizer import CaptionTokenizer
+from valpat_keras.distribute import runtime_scope
 from valpat_keras.errors import InputError, NonFiniteLossError
 from valpat_keras.losses.attribute import positive_ratios
 from valpat_keras.models import ValPatBackbone, build_image_encoder, build_text_encoder
+from valpat_keras.models.init import image_encoder_from_preset
+from valpat_keras.models.text_encoder import load_text_tokenizer
 from valpat_keras.run_outputs import plot_history, write_history, write_json, write_pretraining_run
 from valpat_keras.tasks.callbacks import TerminateOnNonFiniteLoss
 from valpat_keras.tasks.checkpointing import DEFAULT_EVERY_SECONDS, StepCheckpoint, fit_resumable
@@ -68,7 +72,9 @@ def load_pretrain_data(data: PretrainDataset | str | Path | None, out_dir: Path,
 
     Args:
         data: A dataset; a manifest file or a folder with ``manifest.jsonl``
-            (``luperson_ta`` loader); a SynthPed output folder (its ``pretrain/``); a folder
+            (``luperson_ta`` loader); a ``valpat pack`` shard folder (``shards``: streamed
+            with a parallel interleave); a LUPerson LMDB tree with ``keys.pkl``
+            (``luperson_lmdb``); a SynthPed output folder (its ``pretrain/``); a folder
             of images (``image_folder``: no captions, no attributes); or ``None``: SynthPed
             (``synthped_preset``) in ``out_dir/synthped``, generated unless already written
             with the same config (`ensure_synthped`). Files read from a path have every
@@ -92,6 +98,10 @@ def load_pretrain_data(data: PretrainDataset | str | Path | None, out_dir: Path,
     path = Path(data)
     if (path / "pretrain" / "manifest.jsonl").is_file():
         path = path / "pretrain"
+    if (path / SHARD_INDEX).is_file():  # `valpat pack` output: streamed, not re-read per image
+        return datasets.load("shards", str(path))
+    if (path / "keys.pkl").is_file() or (path / "lupnl_lmdb" / "keys.pkl").is_file():
+        return datasets.load("luperson_lmdb", str(path))
     # A user's files: unreadable images are dropped, counted and reported before training
     # rather than failing inside the input pipeline later.
     if path.is_file() or (path / "manifest.jsonl").is_file():
@@ -258,14 +268,21 @@ def _run_record(data, config: PretrainConfig, plan: PretrainPlan) -> dict[str, A
         "momentum_schedule": config.momentum_schedule,
         "vocabulary_size": config.vocabulary_size, "sequence_length": config.sequence_length,
         "augment": config.augment, "backend": keras.backend.backend(),
+        **{name: getattr(config, name) for name in ("text_preset", "image_preset")
+           if getattr(config, name)},
+        **({"pixel_normalization": config.resolved_pixel_normalization}
+           if config.image_preset or config.pixel_normalization else {}),
     }
 
 
 def _make_tokenizer(dataset: PretrainDataset, config: PretrainConfig) -> CaptionTokenizer | None:
-    """The caption tokenizer learnt from the training captions (None without captions)."""
+    """The caption tokenizer learnt from the training captions (None without captions), or
+    the text preset's own (`load_text_tokenizer`)."""
     captions = [c for r in dataset.records for c in r.captions]
     if not captions:
         return None
+    if config.text_preset:
+        return load_text_tokenizer(config.text_preset, config.sequence_length)
     return CaptionTokenizer.from_captions(captions, vocabulary_size=config.vocabulary_size,
                                           sequence_length=config.sequence_length)
 
@@ -278,11 +295,15 @@ def _make_pipeline(dataset: PretrainDataset, config: PretrainConfig, plan: Pretr
     one-pass pipeline repeated, so a resumed run sees the batches an uninterrupted one does.
     """
     labels = _attribute_matrix(dataset)
-    return pretrain_dataset(
-        dataset.records, image_size=plan.image_size, batch_size=config.batch_size,
-        tokenizer=tokenizer if "itc" in plan.weights else None, seed=config.seed,
-        augment=config.augment, shuffle=True, drop_remainder=True,
-        num_attributes=None if labels is None else labels.shape[1], start_step=start_step)
+    settings = {"image_size": plan.image_size, "batch_size": config.batch_size,
+                "tokenizer": tokenizer if "itc" in plan.weights else None,
+                "seed": config.seed, "augment": config.augment, "shuffle": True,
+                "drop_remainder": True, "start_step": start_step,
+                "num_attributes": None if labels is None else labels.shape[1]}
+    if isinstance(dataset, ShardPretrainDataset):
+        return shard_pretrain_dataset(dataset, **settings)
+    return pretrain_dataset(dataset.records, **settings,
+                            image_source=getattr(dataset, "image_source", None))
 
 
 def build_pretrainer(dataset: PretrainDataset, config: PretrainConfig, plan: PretrainPlan,
@@ -301,11 +322,8 @@ def build_pretrainer(dataset: PretrainDataset, config: PretrainConfig, plan: Pre
     keras.utils.set_random_seed(config.seed)
     preset = config.preset
     backbone = ValPatBackbone(
-        build_image_encoder(preset["image"], image_size=plan.image_size),
-        build_text_encoder(preset["text"],
-                           vocabulary_size=tokenizer.vocabulary_size if tokenizer else 8,
-                           sequence_length=config.sequence_length),
-        embedding_dim=preset["embedding_dim"])
+        _image_tower(config, plan),
+        _text_tower(config, tokenizer), embedding_dim=preset["embedding_dim"])
     labels = _attribute_matrix(dataset)
     model = ValPatPretrainer(
         backbone, num_attributes=0 if labels is None else labels.shape[1],
@@ -317,6 +335,30 @@ def build_pretrainer(dataset: PretrainDataset, config: PretrainConfig, plan: Pre
         momentum_schedule_steps=plan.total_steps if config.momentum_schedule else 0)
     model.compile(learning_rate=config.learning_rate)
     return model
+
+
+def _image_tower(config: PretrainConfig, plan: PretrainPlan):
+    """The image encoder: ``config.image_preset``'s weights (BoT's last stride 1), or random."""
+    if config.image_preset:
+        return image_encoder_from_preset(
+            config.image_preset, image_size=plan.image_size, last_stride=1,
+            pixel_normalization=config.resolved_pixel_normalization)
+    return build_image_encoder(config.preset["image"], image_size=plan.image_size,
+                               pixel_normalization=config.resolved_pixel_normalization)
+
+
+def _text_tower(config: PretrainConfig, tokenizer: CaptionTokenizer | None):
+    """The text encoder: ``config.text_preset``'s, or a random one sized by the tokenizer."""
+    if not config.text_preset:
+        return build_text_encoder(
+            config.preset["text"], vocabulary_size=tokenizer.vocabulary_size if tokenizer else 8,
+            sequence_length=config.sequence_length)
+    encoder = build_text_encoder(config.text_preset, sequence_length=config.sequence_length)
+    if tokenizer is not None and encoder.sequence_length \
+            and tokenizer.sequence_length > encoder.sequence_length:
+        raise InputError(f"sequence_length {tokenizer.sequence_length} exceeds the text "
+                         f"preset's {encoder.sequence_length} positions ({config.text_preset})")
+    return encoder
 
 
 def _checkpoint_signature(dataset: PretrainDataset, config: PretrainConfig,
@@ -380,18 +422,6 @@ def fit_pretrainer(model: ValPatPretrainer, train_data, dataset: PretrainDataset
     return history
 
 
-@contextlib.contextmanager
-def _global_policy(name: str | None) -> Iterator[None]:
-    """Sets the global dtype policy (when ``name`` is given) and restores the previous one."""
-    previous = keras.mixed_precision.dtype_policy()
-    if name:
-        keras.mixed_precision.set_global_policy(name)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-
-
 def pretrain(data: PretrainDataset | str | Path | None, out_dir: str | Path,
              config: PretrainConfig | None = None, **legacy: Any) -> keras.callbacks.History:
     """Pretrains a VAL-PAT backbone and writes the run directory (see the module docstring).
@@ -438,7 +468,9 @@ def pretrain(data: PretrainDataset | str | Path | None, out_dir: str | Path,
     def train_data(start_step: int):
         return _make_pipeline(dataset, config, plan, tokenizer, start_step)
 
-    with _global_policy(config.mixed_precision):
+    # The dtype policy and the distribution (`valpat_keras.distribute`) hold for the run.
+    with runtime_scope(config.mixed_precision, config.distribute, config.devices,
+                       batch_size=config.batch_size):
         model = build_pretrainer(dataset, config, plan, tokenizer)
         history = fit_pretrainer(model, train_data, dataset, config, plan, out_dir,
                                  keep_checkpoints=True)

@@ -17,7 +17,10 @@ a validation split (``validation_fraction=0``) the last epoch is kept.
 The run folder holds ``metrics.json`` (test rank-1/5/10, mAP, mINP; a ``rerank`` sub-dict
 with k-reciprocal re-ranking; the selection), ``history.json`` (one entry per epoch, with the
 validation ``val_rank1`` / ``val_mAP`` / ``val_mINP``), ``ranked_results.png``, the kept
-model ``reid_model.keras`` and its encoder as a keras-hub preset in ``image_encoder/``.
+model ``reid_model.keras`` and its encoder as a keras-hub preset in ``image_encoder/``, and
+``verification.json``: the cosine-similarity threshold for "same person", calibrated on the
+validation ids (FPR <= 1e-3), whose test TPR / FPR ``metrics.json`` reports under
+``verification`` with the test ROC AUC, EER and TPR at FPR 1e-2 / 1e-3 / 1e-4.
 
 A killed run resumes: step checkpoints (every ``checkpoint_every_steps`` steps, by default
 every 10 minutes, and at each epoch end) are written to ``checkpoints/`` in the run folder;
@@ -50,27 +53,35 @@ from valpat_keras.data.pipelines import reid_train_dataset
 from valpat_keras.data.records import ReIDDataset, ReIDRecord, camids_of, pids_of
 from valpat_keras.data.sampler import PKSampler
 from valpat_keras.data.splits import split_reid_validation
+from valpat_keras.distribute import runs_with_runtime_settings
 from valpat_keras.errors import InputError
 from valpat_keras.evaluation.callbacks import ReIDEvaluationCallback, ReIDEvaluator
 from valpat_keras.evaluation.distances import pairwise_distance
 from valpat_keras.evaluation.features import FeatureSet
 from valpat_keras.evaluation.plots import plot_cmc, plot_ranked_results
 from valpat_keras.evaluation.reranking import re_ranking_from_features
+from valpat_keras.evaluation.verification import (
+    DEFAULT_TARGET_FPR,
+    calibrate_from_features,
+    read_calibration,
+    verification_from_features,
+    write_calibration,
+)
 from valpat_keras.models.image_encoder import IMAGE_ENCODER_CONFIGS
 from valpat_keras.models.init import load_image_encoder
 from valpat_keras.models.preprocessors import ImagePreprocessor
 from valpat_keras.run_outputs import write_json
 from valpat_keras.schedules import REID_LEARNING_RATE, WarmupLearningRate
 from valpat_keras.tasks.callbacks import TerminateOnNonFiniteLoss
-from valpat_keras.tasks.checkpointing import DEFAULT_EVERY_SECONDS, StepCheckpoint, fit_resumable
+from valpat_keras.tasks.checkpointing import StepCheckpoint, fit_resumable
 from valpat_keras.tasks.clustering import rho_for_identity_size
-from valpat_keras.tasks.reid import FreezeBackbone, ReIDModel
+from valpat_keras.tasks.reid import REID_HEADS, FreezeBackbone, ReIDModel
 from valpat_keras.tasks.run_config import (
     RunConfig,
     legacy_string_keyword,
     resolve_run_config,
 )
-from valpat_keras.tasks.transfer_common import write_task_preset
+from valpat_keras.tasks.transfer_common import run_checkpoint, write_task_preset
 from valpat_keras.tasks.unsupervised_reid import ClusterContrastReID, fit_cluster_contrast
 
 __all__ = [
@@ -133,6 +144,20 @@ class ReIDRunConfig(RunConfig):
         checkpoint_every_steps: Write a step checkpoint to ``OUT/checkpoints`` every this
             many steps; None: every 10 minutes. Checkpoints are also written at each epoch
             end; a run folder with checkpoints resumes from the latest (see `train_reid`).
+        mixed_precision: None, ``"mixed_bfloat16"`` or ``"mixed_float16"``: the global
+            dtype policy during the run (losses in float32; `valpat_keras.distribute`).
+        distribute: None, or ``"data"``: data parallelism over ``devices`` devices (JAX
+            only); ``p * k`` is the global batch, split over the devices.
+        devices: Devices ``distribute="data"`` uses (None: all, on every host).
+        head: The supervised head: ``"bot"`` (`ReIDModel`), ``"mgn"`` (`MGNReID`) or
+            ``"agw"`` (`AGWReID`); MGN and AGW need a ResNet encoder.
+        head_id_loss_weight: Weight of the identity loss (MGN: of each of its 8 CE terms);
+            None: the head's default (BoT 1, MGN 0.125, AGW 1).
+        head_triplet_loss_weight: Weight of the triplet loss (MGN: of each of its 5
+            terms); None: the head's default (BoT 1, MGN 0.2, AGW 1).
+        head_triplet_margin: Triplet margin of MGN and AGW (None: soft margin, as fast-reid's
+            ``TRI.MARGIN: 0.0``); BoT uses ``triplet_margin``.
+        mgn_embedding_dim: MGN's per-head reduction (fast-reid: 256; 8 heads make 2048).
     """
 
     init: str = "random"
@@ -165,6 +190,14 @@ class ReIDRunConfig(RunConfig):
     augment: bool = True
     verbose: int = 1
     checkpoint_every_steps: int | None = None
+    mixed_precision: str | None = None
+    distribute: str | None = None
+    devices: int | None = None
+    head: str = "bot"
+    head_id_loss_weight: float | None = None
+    head_triplet_loss_weight: float | None = None
+    head_triplet_margin: float | None = None
+    mgn_embedding_dim: int = 256
 
 
 #: The old name of `ReIDRunConfig` (its hyper-parameter fields are unchanged).
@@ -182,6 +215,12 @@ class ReIDEvaluationConfig(RunConfig):
         image_size: ``(height, width)`` the images are resized to.
         batch_size: Images per forward pass.
         rerank: Also score k-reciprocal re-ranked distances.
+        target_fpr: The validation false-positive rate a verification threshold is
+            calibrated to, when ``init`` has no ``verification.json`` of its own.
+        validation_fraction: Share of the dataset's train identities held out (as
+            `split_reid_validation` does in training) to calibrate that threshold on; 0
+            reports no threshold.
+        seed: Seeds that validation split.
     """
 
     init: str = "random"
@@ -189,6 +228,9 @@ class ReIDEvaluationConfig(RunConfig):
     image_size: tuple[int, int] = (256, 128)
     batch_size: int = 64
     rerank: bool = False
+    target_fpr: float = DEFAULT_TARGET_FPR
+    validation_fraction: float = 0.1
+    seed: int = 0
 
 
 class _Splits(NamedTuple):
@@ -305,11 +347,14 @@ def _plot_first_queries(query: FeatureSet, gallery: FeatureSet, rerank: bool,
 
 def evaluate_reid_model(model, dataset: ReIDDataset, image_size: tuple[int, int],
                         batch_size: int = 64, rerank: bool = False,
-                        plot_path: str | Path | None = None) -> dict:
+                        plot_path: str | Path | None = None,
+                        threshold: float | None = None) -> dict:
     """Scores an embedding model on a dataset's query / gallery split.
 
     Cosine distance between flip-averaged, L2-normalised embeddings, the Market-1501
     protocol, computed blockwise so memory does not grow with Q x G (`ReIDEvaluator`).
+    Verification (`valpat_keras.evaluation.verification`): the ROC of the cosine
+    similarities of the query-gallery pairs (same pid and camera removed, as for CMC).
 
     Args:
         model: Maps float32 images in [0, 1] to embeddings (e.g. `ReIDModel.embedding_model`
@@ -319,20 +364,69 @@ def evaluate_reid_model(model, dataset: ReIDDataset, image_size: tuple[int, int]
         batch_size: Images per forward pass.
         rerank: Also score k-reciprocal re-ranked distances (under ``"rerank"``).
         plot_path: Where to save the ranked-results figure of the first queries, or None.
+        threshold: A cosine-similarity threshold calibrated on validation, to report the
+            test TPR / FPR at; None reports none.
 
     Returns:
         ``rank1``, ``rank5``, ``rank10``, ``mAP``, ``mINP``, ``num_valid_queries``, the first
-        20 CMC values and, with ``rerank``, the same under ``"rerank"``.
+        20 CMC values, ``verification`` (``roc_auc``, ``eer``, ``tpr@fpr=1e-02`` /
+        ``1e-03`` / ``1e-04``, pair counts and, with ``threshold``, ``threshold``,
+        ``tpr_at_threshold``, ``fpr_at_threshold``) and, with ``rerank``, the ranking
+        scores under ``"rerank"``.
     """
     evaluator = ReIDEvaluator(dataset.query, dataset.gallery, tuple(image_size), batch_size,
                               metric="cosine")
     query, gallery = evaluator.extract(model)
     metrics = _headline(evaluator.score(query, gallery, rerank=False))
+    metrics["verification"] = verification_from_features(query, gallery, threshold)
     if rerank:
         metrics["rerank"] = _headline(evaluator.score(query, gallery, rerank=True))
     if plot_path is not None:
         _plot_first_queries(query, gallery, rerank, plot_path)
     return metrics
+
+
+def calibrate_reid_threshold(model, val_query: list[ReIDRecord], val_gallery: list[ReIDRecord],
+                             image_size: tuple[int, int], batch_size: int = 64,
+                             target_fpr: float = DEFAULT_TARGET_FPR) -> dict | None:
+    """A verification threshold calibrated on a validation query / gallery (never test).
+
+    Features are extracted as for the test scores (`ReIDEvaluator`: flip-averaged,
+    L2-normalised); the threshold is the highest-TPR cosine similarity whose FPR over the
+    validation pairs is ``<= target_fpr`` (`calibrate_from_features`).
+
+    Returns:
+        The ``verification.json`` dict (with ``num_val_query`` / ``num_val_gallery``), or
+        None when the validation split is empty.
+    """
+    if not val_query or not val_gallery:
+        return None
+    evaluator = ReIDEvaluator(val_query, val_gallery, tuple(image_size), batch_size,
+                              metric="cosine")
+    calibration = calibrate_from_features(*evaluator.extract(model), target_fpr)
+    calibration.update(num_val_query=len(val_query), num_val_gallery=len(val_gallery))
+    return calibration
+
+
+def _encoder_calibration(model, dataset: ReIDDataset, config: ReIDEvaluationConfig) -> dict:
+    """``init``'s own ``verification.json``, else one calibrated on held-out train ids."""
+    calibration = read_calibration(config.init)
+    if calibration is not None:
+        return {**calibration, "source": str(Path(config.init) / "verification.json")}
+    if not dataset.train or config.validation_fraction == 0:
+        return {"source": None, "reason": "no train split to calibrate on" if not dataset.train
+                else "validation_fraction is 0"}
+    try:
+        _, val_query, val_gallery = split_reid_validation(
+            dataset.train, config.validation_fraction, config.seed)
+    except InputError as err:
+        return {"source": None, "reason": str(err)}
+    calibration = calibrate_reid_threshold(model, val_query, val_gallery,
+                                           tuple(config.image_size), config.batch_size,
+                                           config.target_fpr)
+    return {**calibration, "source": f"validation split of {dataset.name} train "
+                                     f"(fraction {config.validation_fraction}, seed "
+                                     f"{config.seed})"}
 
 
 def load_reid_embedding(init: str, encoder_config: str = "tiny",
@@ -368,6 +462,10 @@ def evaluate_reid_encoder(dataset: ReIDDataset, out_dir: str | Path,
 
     Writes ``metrics.json`` (the `evaluate_reid_model` scores, ``record`` and ``init``),
     ``ranked_results.png`` and ``cmc.png`` (plain and, with ``rerank``, re-ranked CMC).
+    The verification threshold is ``init``'s ``verification.json`` (a `valpat reid` run
+    calibrates one on its validation ids), else one calibrated here on identities held out
+    of ``dataset.train`` (`split_reid_validation`, ``config.seed``), never on the test
+    split; ``metrics["verification"]["calibration"]`` says which, or why there is none.
 
     Args:
         dataset: The `ReIDDataset` whose ``query`` and ``gallery`` are scored.
@@ -383,8 +481,11 @@ def evaluate_reid_encoder(dataset: ReIDDataset, out_dir: str | Path,
     model = load_reid_embedding(config.init, config.encoder_config, image_size)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    calibration = _encoder_calibration(model, dataset, config)
     metrics = evaluate_reid_model(model, dataset, image_size, config.batch_size,
-                                  rerank=config.rerank, plot_path=out / "ranked_results.png")
+                                  rerank=config.rerank, plot_path=out / "ranked_results.png",
+                                  threshold=calibration.get("threshold"))
+    metrics["verification"]["calibration"] = calibration
     curves = {"plain": metrics["cmc"]}
     if "rerank" in metrics:
         curves["re-ranked"] = metrics["rerank"]["cmc"]
@@ -441,6 +542,9 @@ def _split_training_ids(dataset: ReIDDataset, config: ReIDRunConfig) -> _Splits:
 def _build_task(config: ReIDRunConfig, train: list[ReIDRecord]):
     """The seeded encoder from ``config.init`` under a BoT or Cluster Contrast task."""
     keras.utils.set_random_seed(config.seed)
+    if config.unsupervised and config.head != "bot":
+        raise InputError(f"head={config.head!r} is a supervised head; unsupervised training "
+                         "is Cluster Contrast (leave head at 'bot')")
     encoder = load_image_encoder(config.init, config=config.encoder_config,
                                  image_size=config.image_size, pooling=config.pooling)
     if config.unsupervised:
@@ -448,9 +552,24 @@ def _build_task(config: ReIDRunConfig, train: list[ReIDRecord]):
                                    temperature=config.temperature,
                                    memory_momentum=config.memory_momentum,
                                    hard_memory_update=config.hard_memory_update)
-    return ReIDModel(encoder, num_classes=_num_ids(train),
-                     label_smoothing=config.label_smoothing,
-                     triplet_margin=config.triplet_margin)
+    return _supervised_head(config, encoder, _num_ids(train))
+
+
+def _supervised_head(config: ReIDRunConfig, encoder, num_classes: int):
+    """The ``config.head`` task (BoT, MGN or AGW) on ``encoder``, with its loss weights."""
+    if config.head not in REID_HEADS:
+        raise InputError(f"head must be one of {sorted(REID_HEADS)}, got {config.head!r}")
+    kwargs = {"num_classes": num_classes, "label_smoothing": config.label_smoothing,
+              "triplet_margin": config.triplet_margin}
+    if config.head != "bot":
+        kwargs["triplet_margin"] = config.head_triplet_margin
+    if config.head == "mgn":
+        kwargs["embedding_dim"] = config.mgn_embedding_dim
+    if config.head_id_loss_weight is not None:
+        kwargs["id_loss_weight"] = config.head_id_loss_weight
+    if config.head_triplet_loss_weight is not None:
+        kwargs["triplet_loss_weight"] = config.head_triplet_loss_weight
+    return REID_HEADS[config.head](encoder, **kwargs)
 
 
 def _selection_callbacks(model, splits: _Splits, config: ReIDRunConfig,
@@ -468,12 +587,8 @@ def _selection_callbacks(model, splits: _Splits, config: ReIDRunConfig,
 
 def _checkpoint(out: Path, config: ReIDRunConfig, splits: _Splits) -> StepCheckpoint:
     """The run's `StepCheckpoint` in ``out/checkpoints``, signed with its settings."""
-    settings = {k: v for k, v in config.to_dict().items()
-                if k not in ("checkpoint_every_steps", "verbose")}  # may change on resume
-    signature = {"config": settings, "num_train_images": len(splits.train),
-                 "num_train_ids": _num_ids(splits.train), "backend": keras.backend.backend()}
-    return StepCheckpoint(out / "checkpoints", every_steps=config.checkpoint_every_steps,
-                          every_seconds=DEFAULT_EVERY_SECONDS, signature=signature)
+    return run_checkpoint(out, config, num_train_images=len(splits.train),
+                          num_train_ids=_num_ids(splits.train))
 
 
 def _fit_supervised(model: ReIDModel, splits: _Splits, config: ReIDRunConfig,
@@ -538,6 +653,7 @@ def _selection_summary(config: ReIDRunConfig, keep_best: _KeepBest, splits: _Spl
     selected = keep_best.best_epoch is not None
     return {
         "init": config.init, "unsupervised": config.unsupervised, "epochs": config.epochs,
+        "head": "cluster_contrast" if config.unsupervised else config.head,
         "selection": "validation" if selected else "last_epoch",
         "best_epoch": keep_best.best_epoch if selected else config.epochs - 1,
         "best_val_mAP": keep_best.best if selected else None,
@@ -549,11 +665,23 @@ def _selection_summary(config: ReIDRunConfig, keep_best: _KeepBest, splits: _Spl
 
 def _evaluate_and_write(model, dataset: ReIDDataset, out: Path, config: ReIDRunConfig,
                         summary: dict, history: list[dict]) -> dict:
-    """The one read of the test split, then the encoder preset and the JSON files."""
+    """Calibrates the verification threshold on validation, then the one read of the test
+    split, the encoder preset and the JSON files (``verification.json`` when calibrated)."""
     model.backbone.save_to_preset(str(out / "image_encoder"))
+    # The same seeded split as training used (deterministic), so no test data is involved.
+    splits = _split_training_ids(dataset, config)
+    calibration = calibrate_reid_threshold(model.embedding_model, splits.val_query,
+                                           splits.val_gallery, config.image_size,
+                                           config.eval_batch_size, DEFAULT_TARGET_FPR)
+    if calibration is not None:
+        write_calibration(out, calibration)
     metrics = evaluate_reid_model(model.embedding_model, dataset, config.image_size,
                                   config.eval_batch_size, config.rerank,
-                                  out / "ranked_results.png")
+                                  out / "ranked_results.png",
+                                  threshold=calibration and calibration["threshold"])
+    metrics["verification"]["calibration"] = (
+        {**calibration, "source": str(out / "verification.json")} if calibration else
+        {"source": None, "reason": "no validation split (validation_fraction is 0)"})
     metrics.update(summary)
     write_json(out / "history.json", history)
     write_json(out / "metrics.json", metrics)
@@ -561,6 +689,7 @@ def _evaluate_and_write(model, dataset: ReIDDataset, out: Path, config: ReIDRunC
     return metrics
 
 
+@runs_with_runtime_settings(lambda config: config.p * config.k, "P x K (--p x --k)")
 def train_reid(dataset: ReIDDataset, out_dir: str | Path,
                config: ReIDRunConfig | None = None, **legacy) -> dict:
     """Fine-tunes an image encoder for re-ID on ``dataset`` and writes the run folder.

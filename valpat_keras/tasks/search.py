@@ -23,6 +23,7 @@ import numpy as np
 from valpat_keras.data.pipelines import text_image_dataset
 from valpat_keras.data.records import pids_of
 from valpat_keras.data.tokenizer import CaptionTokenizer
+from valpat_keras.distribute import runs_with_runtime_settings
 from valpat_keras.errors import InputError
 from valpat_keras.evaluation.distances import l2_normalize
 from valpat_keras.evaluation.plots import plot_text_retrieval
@@ -390,6 +391,11 @@ class SearchRunConfig(RunConfig):
             many steps; None: every 10 minutes (and at each epoch end). A run folder with
             checkpoints resumes from the latest ("resuming at step N"); they are deleted
             once the run folder is written.
+        mixed_precision: None, ``"mixed_bfloat16"`` or ``"mixed_float16"``: the global
+            dtype policy during the run (losses in float32; `valpat_keras.distribute`).
+        distribute: None, or ``"data"``: data parallelism over ``devices`` devices (JAX
+            only); ``batch_size`` is the global batch, split over the devices.
+        devices: Devices ``distribute="data"`` uses (None: all, on every host).
     """
 
     init: str = "random"
@@ -410,8 +416,12 @@ class SearchRunConfig(RunConfig):
     image_to_text: bool = True
     verbose: int | str = "auto"
     checkpoint_every_steps: int | None = None
+    mixed_precision: str | None = None
+    distribute: str | None = None
+    devices: int | None = None
 
 
+@runs_with_runtime_settings(lambda config: config.batch_size)
 def train_search(dataset, out_dir: str | Path, config: SearchRunConfig | None = None,
                  **legacy) -> dict:
     """Fine-tunes a `TextSearchModel` on a `TextDataset` and evaluates it IRRA-style.

@@ -130,12 +130,13 @@ def run_checkpoint(out: str | Path, config: RunConfig, **facts) -> StepCheckpoin
     """The `StepCheckpoint` of a transfer run in ``out/checkpoints``.
 
     Every ``config.checkpoint_every_steps`` steps (None: every 10 minutes) and at each
-    epoch end. Signed with ``config``'s fields (but the interval and the verbosity, which
-    may change on resume), ``facts`` (e.g. the data size) and the backend: checkpoints of
-    a run with other settings are refused, naming the fields.
+    epoch end. Signed with ``config``'s fields (but the interval, the verbosity and the
+    device count, which may change on resume), ``facts`` (e.g. the data size) and the
+    backend: checkpoints of a run with other settings are refused, naming the fields.
     """
+    # The device count may change too: a run gives the same loss on 1 or N devices.
     settings = {k: v for k, v in config.to_dict().items()
-                if k not in ("checkpoint_every_steps", "verbose")}
+                if k not in ("checkpoint_every_steps", "verbose", "distribute", "devices")}
     signature = {"config": settings, **facts, "backend": keras.backend.backend()}
     return StepCheckpoint(Path(out) / CHECKPOINT_DIR,
                           every_steps=config.checkpoint_every_steps,

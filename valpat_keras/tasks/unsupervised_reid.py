@@ -31,7 +31,6 @@ from valpat_keras.data.pipelines import reid_train_dataset
 from valpat_keras.data.records import ReIDRecord, camids_of, pids_of
 from valpat_keras.data.sampler import PKSampler
 from valpat_keras.evaluation.features import extract_features
-from valpat_keras.evaluation.reranking import jaccard_distance
 from valpat_keras.losses.reid import cluster_contrast_loss, update_cluster_memory
 from valpat_keras.models.image_encoder import ImageEncoder
 from valpat_keras.models.preprocessors import ImagePreprocessor
@@ -42,9 +41,8 @@ from valpat_keras.tasks.checkpointing import StepCheckpoint, fit_resumable
 from valpat_keras.tasks.clustering import (
     AUTO_EPS_RHO,
     cluster_centroids,
-    cluster_pseudo_labels,
     clustering_stats,
-    eps_from_distances,
+    jaccard_pseudo_labels,
 )
 
 __all__ = ["ClusterContrastReID", "ClusterMemory", "fit_cluster_contrast", "pseudo_label_epoch"]
@@ -231,10 +229,9 @@ def _cluster_labels(model: ClusterContrastReID, records: Sequence[ReIDRecord],
     features = extract_features(model.embedding_model, list(records), image_size,
                                 batch_size=batch_size, flip=False, normalize=True,
                                 verbose=False).features
-    distance = jaccard_distance(features, k1=k1, k2=k2)
-    radius = (eps_from_distances(distance, rho or AUTO_EPS_RHO) if eps == "auto"
-              else float(eps))
-    labels = cluster_pseudo_labels(distance, radius, min_samples)
+    # Sparse: only the pairs within the radius are held (O(N x k), not the N x N matrix).
+    labels, radius = jaccard_pseudo_labels(features, eps if eps == "auto" else float(eps),
+                                           min_samples, k1=k1, k2=k2, rho=rho or AUTO_EPS_RHO)
     stats = clustering_stats(labels, true_ids)
     if stats.num_clusters:
         model.set_centroids(cluster_centroids(features, labels, stats.num_clusters))

@@ -138,12 +138,14 @@ def resolve_prompts(attribute_names: Sequence[str] | None = None,
 
 def unknown_prompt_words(tokenizer, prompts: Mapping[str, tuple[list[str], list[str]]]
                          ) -> list[str]:
-    """Prompt words that are not whole words of the tokenizer's vocabulary.
+    """Prompt words the tokenizer does not know (its ``unknown_words``).
 
-    The vocabulary is learnt from the pretraining captions, so such a word was rare or absent
-    there: it is spelt out in word pieces the text encoder has hardly seen, and the prompt's
-    embedding says little about the attribute (e.g. "person" or "without" when captions
-    never use them).
+    With the vocabulary learnt from the pretraining captions, a word that is no whole word of
+    it was rare or absent there: it is spelt out in word pieces the text encoder has hardly
+    seen, and the prompt's embedding says little about the attribute (e.g. "person" or
+    "without" when captions never use them). A pretrained text tower's tokenizer
+    (`valpat_keras.data.tokenizer.PresetCaptionTokenizer`) knows word pieces: only words it
+    maps to its unknown token count.
 
     Args:
         tokenizer: The `CaptionTokenizer` of the backbone.
@@ -152,9 +154,11 @@ def unknown_prompt_words(tokenizer, prompts: Mapping[str, tuple[list[str], list[
     Returns:
         The sorted unknown words (lower case).
     """
-    known = set(tokenizer.vocabulary)
     words = {w for pos, neg in prompts.values() for text in pos + neg
              for w in re.findall(r"[^\W_]+", text.lower())}
+    if hasattr(tokenizer, "unknown_words"):
+        return sorted(tokenizer.unknown_words(sorted(words)))
+    known = set(tokenizer.vocabulary)  # a tokenizer of another kind: whole words only
     return sorted(w for w in words if w not in known)
 
 
@@ -220,7 +224,8 @@ def zero_shot_attributes(backbone, tokenizer, images_or_paths,
         warnings.warn(f"zero-shot prompts use words the tokenizer does not know as whole "
                       f"words (rare or absent in the pretraining captions): {unknown}; those "
                       f"prompts will score poorly. Write prompts in the captions' words "
-                      f"(prompts={{name: (positive, negative)}}).", stacklevel=2)
+                      f"(prompts={{name: (positive, negative)}}), or pretrain with a text "
+                      f"preset (--text-preset).", stacklevel=2)
     text = prompt_embeddings(backbone, tokenizer, resolved)
     if isinstance(images_or_paths, (str, os.PathLike)):
         images_or_paths = [images_or_paths]

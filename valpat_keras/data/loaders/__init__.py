@@ -5,7 +5,16 @@ project notes) into the record types of `valpat_keras.data.records`; use them th
 `valpat_keras.datasets.load`.
 """
 
-from valpat_keras.data.loaders import attributes, manifest, pretraining, reid, text
+from valpat_keras.data.loaders import (
+    attributes,
+    luperson_lmdb,
+    manifest,
+    pretraining,
+    reid,
+    shard_folder,
+    text,
+)
 from valpat_keras.data.loaders._common import check_images
 
-__all__ = ["attributes", "check_images", "manifest", "pretraining", "reid", "text"]
+__all__ = ["attributes", "check_images", "luperson_lmdb", "manifest", "pretraining", "reid",
+           "shard_folder", "text"]
