@@ -54,6 +54,7 @@ from valpat_keras.models.init import (
 )
 from valpat_keras.models.loading import TASK_CONFIG_FILE, load_task, read_preset_json
 from valpat_keras.saving import load_model
+from valpat_keras.serving.encoders import DEFAULT_ATTRIBUTE_THRESHOLD, PRETRAINER_FILE
 from valpat_keras.serving.manifest import build_manifest, write_manifest
 
 #: ``--format`` -> (the ``Model.export`` format, the file suffix; "" is a folder).
@@ -65,9 +66,6 @@ WHAT = ("image", "text", "attributes", "all")
 #: Per format, the backends that export it here.
 WORKING_BACKENDS = {"saved_model": "tensorflow or jax", "onnx": "tensorflow or torch",
                     "openvino": "tensorflow, jax or torch", "litert": "tensorflow"}
-#: The decision threshold of an attribute when the recognizer has no calibrated ones.
-DEFAULT_ATTRIBUTE_THRESHOLD = 0.5
-PRETRAINER_FILE = "pretrainer.keras"
 VOCABULARY_FILE = "vocabulary.txt"
 TOKENIZER_DIR = "tokenizer"
 
