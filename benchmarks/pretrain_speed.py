@@ -269,6 +269,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="skip the hand-written PyTorch loop")
     parser.add_argument("--out", default="runs/benchmarks/pretrain_speed",
                         help="folder of results.json")
+    parser.add_argument("--publish", default=None, metavar="MD",
+                        help="also write the table to this Markdown file (for the docs)")
     parser.add_argument("--worker", choices=("keras", "torch-manual", "torch-manual-compiled"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -334,11 +336,42 @@ def _median_rows(runs, results) -> list[dict]:
     return rows
 
 
+def _ratio_to_loop(rows: list[dict]) -> None:
+    """Adds ``vs_loop``: each row's steps/s over the (eager) hand-written PyTorch loop's."""
+    loop = next((r for r in rows if r["name"].startswith("pytorch loop")
+                 and "compile" not in r["name"]), None)
+    for r in rows:
+        r["vs_loop"] = None if loop is None else r["steps_per_s"] / loop["steps_per_s"]
+
+
+def table_markdown(record: dict) -> str:
+    """The rows of one run (``results.json``) as a Markdown table with its machine."""
+    lines = [("| run | steps/s | images/s | vs PyTorch loop | first steps (s) | peak RSS (MB) "
+              "| steps/s of each process |"), "|---|---:|---:|---:|---:|---:|---|"]
+    for r in record["rows"]:
+        ratio = "—" if r.get("vs_loop") is None else f"{100 * r['vs_loop']:.0f} %"
+        each = ", ".join(f"{v:.2f}" for v in r["steps_per_s_each"])
+        lines.append(f"| {r['name']} | {r['steps_per_s']:.2f} | {r['images_per_s']:.1f} | "
+                     f"{ratio} | {r['first_steps_s']:.1f} | {r['peak_rss_mb']:.0f} | {each} |")
+    env, spec, settings = record["environment"], record["spec"], record["settings"]
+    height, width = spec["image_size"]
+    versions = ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items())
+    lines += ["", (f"`{record['command']}`: config {spec['config']}, batch "
+                   f"{settings['batch_size']} at {height}x{width}, queue {spec['queue_size']}, "
+                   f"last stride {spec['last_stride']}; {settings['warmup']} warm-up + "
+                   f"{settings['steps']} timed steps per process, median of "
+                   f"{settings['repeats']} processes per row run round robin. "
+                   f"{record['card'] or env['cpu']}, {env['cores']} cores; {versions}; "
+                   f"taken {env['date']}, {record['wall_seconds']:.0f} s.")]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parse_args(argv)
     if args.worker:
         worker(args)
         return
+    started = time.perf_counter()
     spec = benchmark_spec(args.config, args.image_size, args.queue_size, args.last_stride)
     runs = _runs(args)
     card = gpu_name() if args.device == "gpu" else None
@@ -357,18 +390,27 @@ def main(argv: list[str] | None = None) -> None:
             if result is not None:
                 results[(kind, backend)].append(result)
     rows = _median_rows(runs, results)
+    _ratio_to_loop(rows)
     card = card or next((r["device_name"] for r in rows if r.get("device_name")), None)
-    print(f"{'run':<46} {'steps/s':>8} {'images/s':>9} {'first steps s':>14} {'peak RSS MB':>12}")
+    print(f"{'run':<46} {'steps/s':>8} {'images/s':>9} {'vs loop':>8} {'first steps s':>14} "
+          f"{'peak RSS MB':>12}")
     for r in rows:
         each = ", ".join(f"{v:.2f}" for v in r["steps_per_s_each"])
+        ratio = "" if r["vs_loop"] is None else f"{100 * r['vs_loop']:.0f}%"
         print(f"{r['name']:<46} {r['steps_per_s']:>8.2f} {r['images_per_s']:>9.1f} "
-              f"{r['first_steps_s']:>14.1f} {r['peak_rss_mb']:>12.0f}  [{each}]")
+              f"{ratio:>8} {r['first_steps_s']:>14.1f} {r['peak_rss_mb']:>12.0f}  [{each}]")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     settings = {k: v for k, v in vars(args).items() if k not in ("worker", "out")}
+    from valpat_keras.run_outputs import environment_info, write_report
+
+    command = "python benchmarks/pretrain_speed.py " + " ".join(
+        a for a in (argv if argv is not None else sys.argv[1:]))
     record = {"device": args.device, "card": card, "settings": settings, "spec": spec,
-              "rows": rows}
+              "rows": rows, "command": command.strip(), "environment": environment_info(),
+              "wall_seconds": time.perf_counter() - started}
     (out / "results.json").write_text(json.dumps(record, indent=2))
+    write_report(table_markdown(record), out / "pretrain_speed.md", args.publish)
     print(f"wrote {out / 'results.json'}")
     failed = [f"{kind} {backend}" for kind, backend in runs if not results[(kind, backend)]]
     if failed:

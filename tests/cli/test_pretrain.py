@@ -4,7 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from valpat_keras.cli.main import main
+from valpat_keras.cli.main import build_parser, main
+from valpat_keras.cli.pretrain import config_from_args
 from valpat_keras.models import load_backbone, load_image_encoder
 
 pytestmark = pytest.mark.keras
@@ -52,3 +53,13 @@ def test_valpat_pretrain_rejects_bad_arguments(tmp_path, capsys):
         main(["pretrain", "--out", str(tmp_path), "--loss-weights", "foo=1"])
     with pytest.raises(SystemExit):
         main(["pretrain", "--out", str(tmp_path), "--objectives", "ssl,mlm"])
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--out", str(tmp_path), "--last-stride", "3"])
+    assert "invalid choice: 3" in capsys.readouterr().err
+
+
+def test_last_stride_flag_reaches_the_config():
+    parser = build_parser()
+    assert config_from_args(parser.parse_args(
+        ["pretrain", "--out", "x", "--last-stride", "2"])).resolved_last_stride == 2
+    assert config_from_args(parser.parse_args(["pretrain", "--out", "x"])).last_stride is None

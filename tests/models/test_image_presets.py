@@ -15,7 +15,7 @@ from valpat_keras.models.init import (
     image_encoder_from_preset,
     load_image_encoder,
 )
-from valpat_keras.tasks.pretrain_config import PretrainConfig
+from valpat_keras.tasks.pretrain_config import DEFAULT_PRETRAIN_LAST_STRIDE, PretrainConfig
 
 pytestmark = pytest.mark.keras
 
@@ -95,3 +95,17 @@ def test_a_square_vit_preset_loads_at_a_person_aspect_ratio(tmp_path):
     np.testing.assert_allclose(std, [0.5] * 3, atol=1e-6)
     images = np.random.default_rng(0).random((2, 48, 24, 3)).astype("float32")
     assert _numpy(encoder(images)).shape == (2, 16)
+
+
+def test_pretrain_config_last_stride_default_validation_and_cache_key():
+    default = PretrainConfig()
+    assert default.resolved_last_stride == DEFAULT_PRETRAIN_LAST_STRIDE
+    # Every run cached before the field existed pretrained at stride 1: that keeps its key.
+    assert "last_stride" not in default.cache_fields()
+    assert PretrainConfig(last_stride=DEFAULT_PRETRAIN_LAST_STRIDE).cache_fields() == (
+        default.cache_fields())
+    assert "last_stride" not in PretrainConfig(last_stride=1).cache_fields()
+    assert PretrainConfig(last_stride=2).cache_fields()["last_stride"] == 2
+    assert PretrainConfig.from_dict(PretrainConfig(last_stride=2).to_dict()).last_stride == 2
+    with pytest.raises(InputError, match="last_stride must be 1 or 2"):
+        PretrainConfig(last_stride=4)

@@ -112,6 +112,27 @@ def test_configuration_errors_are_clear():
             {"view1": fixed_batches(1)[0]["view1"]})
 
 
+def test_scheduled_momentum_ema_follows_the_cosine_on_every_step():
+    """The EMA of each step uses that step's momentum (a tensor on the schedule): checks the
+    fused torch update and the per-variable one alike, against NumPy, over three steps."""
+    import keras
+
+    model = tiny_pretrainer(momentum=0.9, momentum_schedule_steps=4)
+    model.compile(optimizer=keras.optimizers.SGD(0.0))  # query weights stay put
+    pairs = model._ema_pairs
+    rng = np.random.default_rng(2)
+    for q, k in pairs:
+        k.assign(q.numpy() + 0.1 * rng.normal(size=q.shape).astype("float32"))
+    queries, keys = _numpy(q for q, _ in pairs), _numpy(k for _, k in pairs)
+    model.fit(as_dataset(fixed_batches(3, seed=4)), epochs=1, verbose=0)
+    for step in range(3):
+        m = 1.0 - 0.1 * (np.cos(np.pi * step / 4) + 1.0) / 2.0
+        keys = [m * k + (1.0 - m) * q for q, k in zip(queries, keys)]
+    for (_, k), expected in zip(pairs, keys):
+        np.testing.assert_allclose(k.numpy(), expected, atol=1e-6)
+    assert int(model.ema_step.numpy()) == 3
+
+
 def test_backup_and_restore_resumes_queue_and_momentum_encoder(tmp_path):
     import keras
 

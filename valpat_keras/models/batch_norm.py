@@ -8,8 +8,12 @@ benchmarks/pretrain_speed.py). The gradient has a short closed form,
 
     dx = gamma / sigma * (dy - mean(dy) - x_hat * mean(dy * x_hat)),
 
-which `BatchNormalization` here supplies through `keras.ops.custom_gradient`, on every
-backend. Forward values, moving statistics, config and weights are those of the Keras layer.
+which `BatchNormalization` here supplies through `keras.ops.custom_gradient` on TensorFlow
+and JAX. PyTorch has that backward pass as one native kernel, which the torch backend's
+generic ops (a dozen eager element-wise calls, each a Python round trip) cannot match, so under
+the torch backend the layer calls ``torch.nn.functional.batch_norm`` instead (measured in
+benchmarks/profile_pretrain_step.py). Forward values, moving statistics, config and weights
+are those of the Keras layer on every backend.
 """
 
 from __future__ import annotations
@@ -85,6 +89,8 @@ class BatchNormalization(keras.layers.BatchNormalization):
         x = ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
         ndim = len(x.shape)
         axis = self.axis % ndim
+        if keras.backend.backend() == "torch":
+            return ops.cast(self._torch_native_call(x, axis), self.compute_dtype)
         reduction_axes = tuple(i for i in range(ndim) if i != axis)
         # Per-channel tensors broadcast against x in any channel position.
         channel_shape = [1] * ndim
@@ -103,6 +109,38 @@ class BatchNormalization(keras.layers.BatchNormalization):
             x, *(ops.reshape(t, channel_shape) for t in (mean, inv_std, gamma, beta)),
             axes=reduction_axes)
         return ops.cast(outputs, self.compute_dtype)
+
+
+    def _torch_native_call(self, x, axis: int):
+        """The training-mode call through PyTorch's fused batch-norm kernel (torch backend).
+
+        ``F.batch_norm`` wants channels on dim 1: a channels-last input is viewed as NCHW
+        without a copy (the kernel reads that memory layout natively). Its running buffers
+        here are scratch tensors with momentum 1, so they come back as the batch mean and
+        *unbiased* variance; the Keras moving statistics are then updated from the biased
+        variance, exactly as `keras.layers.BatchNormalization` does.
+        """
+        import torch  # only reached under the torch backend
+        from torch.nn import functional
+
+        channels = x.shape[axis]
+        count = x.numel() // channels
+        batch_mean = torch.zeros(channels, dtype=x.dtype, device=x.device)
+        batch_var = torch.ones(channels, dtype=x.dtype, device=x.device)
+        ones = torch.ones(channels, dtype=x.dtype, device=x.device)
+        gamma = self.gamma.value.to(x.dtype) if self.scale else ones
+        beta = self.beta.value.to(x.dtype) if self.center else ones * 0.0
+        outputs = functional.batch_norm(torch.movedim(x, axis, 1), batch_mean, batch_var,
+                                        gamma, beta, training=True, momentum=1.0,
+                                        eps=self.epsilon)
+        variance = batch_var * ((count - 1) / count)
+        self.moving_mean.assign(
+            ops.cast(self.moving_mean, x.dtype) * self.momentum
+            + batch_mean * (1.0 - self.momentum))
+        self.moving_variance.assign(
+            ops.cast(self.moving_variance, x.dtype) * self.momentum
+            + variance * (1.0 - self.momentum))
+        return torch.movedim(outputs, 1, axis)
 
 
 def use_closed_form_batch_norm(model: keras.Model) -> int:

@@ -17,6 +17,11 @@ from valpat_keras.models.image_encoder import ImageEncoder, build_image_encoder,
 from valpat_keras.models.loading import check_preset_files, read_preset_json
 from valpat_keras.models.vit_resize import resize_vit
 
+#: The last ResNet stage's stride in every transfer (BoT's). Pretraining may run at the
+#: standard stride 2 (`PretrainConfig.last_stride`); the convolution weights are the same at
+#: either stride, so a transfer rebuilds such an encoder with a 2x larger final feature map.
+TRANSFER_LAST_STRIDE = 1
+
 #: Sub-folders of a pretraining run directory (written by `valpat pretrain --out RUN_DIR`).
 IMAGE_ENCODER_DIR = "image_encoder"
 BACKBONE_DIR = "backbone"
@@ -28,22 +33,28 @@ def _looks_like_path(init: str) -> bool:
 
 
 def _resize_encoder(encoder: ImageEncoder, image_size: tuple[int, int],
-                    pooling: str | None) -> ImageEncoder:
-    """Rebuilds ``encoder`` for another input size / pooling, keeping the backbone weights."""
+                    pooling: str | None, last_stride: int | None = None) -> ImageEncoder:
+    """Rebuilds ``encoder`` for another input size / pooling / last ResNet stride (None: the
+    encoder's), keeping the backbone weights."""
     is_vit = isinstance(encoder.backbone, keras_hub.models.ViTBackbone)
     if is_vit and pooling in (None, "gem"):
         pooling = "token"
     pooling = pooling or encoder.pooling
     image_shape = (int(image_size[0]), int(image_size[1]), 3)
-    if tuple(encoder.image_shape) == image_shape and pooling == encoder.pooling:
+    backbone_config = encoder.backbone.get_config()
+    strides = list(backbone_config.get("stackwise_num_strides") or [])
+    restride = not is_vit and last_stride is not None and strides[-1] != int(last_stride)
+    if tuple(encoder.image_shape) == image_shape and pooling == encoder.pooling \
+            and not restride:
         return encoder
     if is_vit and tuple(encoder.image_shape) != image_shape:
         raise InputError(
             f"This ViT image encoder was built for images of {encoder.image_shape[:2]}; its "
             f"position embeddings cannot be reused for {image_shape[:2]}. Pass "
             f"image_size={tuple(encoder.image_shape[:2])}.")
-    backbone_config = encoder.backbone.get_config()
     backbone_config["image_shape"] = image_shape
+    if restride:
+        backbone_config["stackwise_num_strides"] = strides[:-1] + [int(last_stride)]
     backbone = type(encoder.backbone).from_config(backbone_config)
     backbone.set_weights(encoder.backbone.get_weights())
     return ImageEncoder(backbone, pooling=pooling, gem_p=encoder.gem_p,
@@ -53,7 +64,8 @@ def _resize_encoder(encoder: ImageEncoder, image_size: tuple[int, int],
 
 def load_image_encoder(init: str = "random", config: str = "tiny",
                        image_size: tuple[int, int] = (256, 128),
-                       pooling: str | None = "gem", last_stride: int = 1) -> ImageEncoder:
+                       pooling: str | None = "gem",
+                       last_stride: int | None = None) -> ImageEncoder:
     """Returns the image encoder a transfer task starts from.
 
     Args:
@@ -67,14 +79,16 @@ def load_image_encoder(init: str = "random", config: str = "tiny",
             - a keras-hub preset name such as ``"resnet_50_imagenet"``, or a keras-hub
               ResNet / ViT preset folder, wrapped as the backbone of a new `ImageEncoder`
               (`image_encoder_from_preset`; ImageNet pixel statistics; needs the preset
-              downloadable or cached; the last stride stays as the preset has it; a ViT's
-              position embeddings are interpolated to ``image_size``).
+              downloadable or cached; a ViT's position embeddings are interpolated to
+              ``image_size``).
         config: Named configuration for ``init="random"`` (see `IMAGE_ENCODER_CONFIGS`).
         image_size: (height, width) of the inputs. A ResNet loaded from disk is rebuilt for
             this size with the same weights; a ViT must keep its size.
         pooling: ``"gem"``/``"avg"`` (ResNet), ``"token"``/``"avg"`` (ViT; ``"gem"`` means
             ``"token"``). A loaded encoder with another pooling is rebuilt with this one.
-        last_stride: Last ResNet stage stride for ``init="random"``.
+        last_stride: Stride of the last ResNet stage: a random encoder is built with it
+            (None: 1), a loaded ResNet is rebuilt with it, same weights (None: as saved;
+            the transfers pass `TRANSFER_LAST_STRIDE`). Ignored by a ViT.
 
     Returns:
         The `ImageEncoder`.
@@ -88,7 +102,7 @@ def load_image_encoder(init: str = "random", config: str = "tiny",
     """
     if init == "random":
         return build_image_encoder(config, image_size=image_size, pooling=pooling,
-                                   last_stride=last_stride)
+                                   last_stride=1 if last_stride is None else last_stride)
     if _looks_like_path(init):
         root = Path(init)
         if (root / IMAGE_ENCODER_DIR / "config.json").is_file():
@@ -106,10 +120,11 @@ def load_image_encoder(init: str = "random", config: str = "tiny",
                ).startswith("keras_hub>"):
             # A keras-hub ResNet / ViT preset folder, as a preset name would give it.
             return image_encoder_from_preset(preset, image_size, pooling=pooling,
+                                             last_stride=last_stride,
                                              pixel_normalization="imagenet")
         encoder = ImageEncoder.from_preset(str(preset))
-        return _resize_encoder(encoder, image_size, pooling)
-    return image_encoder_from_preset(init, image_size, pooling=pooling,
+        return _resize_encoder(encoder, image_size, pooling, last_stride)
+    return image_encoder_from_preset(init, image_size, pooling=pooling, last_stride=last_stride,
                                      pixel_normalization="imagenet")
 
 
@@ -245,7 +260,7 @@ def _tokenizer_folder(backbone_dir: Path) -> Path | None:
     return None
 
 
-def load_backbone(run_dir: str | Path):
+def load_backbone(run_dir: str | Path, last_stride: int | None = None):
     """Loads the pretrained `ValPatBackbone` and its caption tokenizer from a run directory.
 
     The layout is the one `valpat pretrain --out RUN_DIR` writes: the backbone preset in
@@ -257,6 +272,8 @@ def load_backbone(run_dir: str | Path):
 
     Args:
         run_dir: The pretraining run directory.
+        last_stride: Rebuild a ResNet image encoder with this last-stage stride, same
+            weights (the transfers pass `TRANSFER_LAST_STRIDE`); None keeps the saved one.
 
     Returns:
         ``(backbone, tokenizer)``: a `ValPatBackbone` and a
@@ -284,4 +301,21 @@ def load_backbone(run_dir: str | Path):
             f"or the folder {backbone_dir / TOKENIZER_DIR} (CaptionTokenizer preset).")
     check_preset_files(backbone_dir)
     backbone = ValPatBackbone.from_preset(str(backbone_dir))
+    if last_stride is not None:
+        backbone = _restride_backbone(backbone, last_stride)
     return backbone, CaptionTokenizer.from_preset(tokenizer_dir)
+
+
+def _restride_backbone(backbone: ValPatBackbone, last_stride: int) -> ValPatBackbone:
+    """``backbone`` with its ResNet image encoder at ``last_stride`` (the same weights)."""
+    encoder = backbone.image_encoder
+    restrided = _resize_encoder(encoder, encoder.image_shape[:2], encoder.pooling, last_stride)
+    if restrided is encoder:
+        return backbone
+    config = backbone.get_config()
+    for key in ("image_encoder", "text_encoder", "name", "trainable", "dtype"):
+        config.pop(key, None)
+    rebuilt = ValPatBackbone(restrided, backbone.text_encoder, dtype=backbone.dtype_policy,
+                             name=backbone.name, **config)
+    rebuilt.set_weights(backbone.get_weights())
+    return rebuilt

@@ -34,7 +34,7 @@ from valpat_keras.data.splits import split_reid_validation
 from valpat_keras.evaluation.callbacks import ReIDEvaluator
 from valpat_keras.evaluation.features import extract_features
 from valpat_keras.evaluation.linear_probe import attribute_linear_probe
-from valpat_keras.models.init import load_backbone, load_image_encoder
+from valpat_keras.models.init import TRANSFER_LAST_STRIDE, load_backbone, load_image_encoder
 from valpat_keras.tasks.search import SearchRunConfig, evaluate_search, train_search
 
 OBJECTIVES: tuple[str, ...] = ("ssl", "itc", "attr")
@@ -149,7 +149,8 @@ def validation_reid_split(market, seed: int = 0):
 
 def evaluate_encoder(init: str, market, pa100k, cuhk, out_dir: str | Path,
                      budget: AblationBudget | None = None, seed: int = 0,
-                     objectives: Sequence[str] = (), split: str = "test") -> dict:
+                     objectives: Sequence[str] = (), split: str = "test",
+                     last_stride: int | None = TRANSFER_LAST_STRIDE) -> dict:
     """The ablation's numbers for one encoder (see the module docstring).
 
     Args:
@@ -180,7 +181,8 @@ def evaluate_encoder(init: str, market, pa100k, cuhk, out_dir: str | Path,
         raise ValueError(f"split must be 'test' or 'val', got {split!r}")
     size = tuple(budget.image_size)
     keras.utils.set_random_seed(seed)
-    encoder = load_image_encoder(init, config=budget.config, image_size=size)
+    encoder = load_image_encoder(init, config=budget.config, image_size=size,
+                                 last_stride=last_stride)
     reid_data = market if split == "test" else validation_reid_split(market)
     reid = frozen_reid(encoder, reid_data, size, budget.batch_size)
     probe = probe_attributes(encoder, pa100k, size, budget.batch_size)
@@ -196,7 +198,7 @@ def evaluate_encoder(init: str, market, pa100k, cuhk, out_dir: str | Path,
         metrics = train_search(cuhk, Path(out_dir) / "search", config)
         row.update(search_R1=float(metrics["R1"]), search_mAP=float(metrics["mAP"]))
     elif budget.search == "frozen" and "itc" in objectives:
-        backbone, tokenizer = load_backbone(init)
+        backbone, tokenizer = load_backbone(init, last_stride=last_stride)
         records = cuhk.test if split == "test" else cuhk.val
         metrics = evaluate_search(backbone, tokenizer, records, batch_size=budget.batch_size)
         row.update(search_R1=float(metrics["R1"]), search_mAP=float(metrics["mAP"]))

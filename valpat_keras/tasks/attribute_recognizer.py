@@ -19,6 +19,7 @@ from keras import ops
 from valpat_keras.data.pipelines import image_dataset
 from valpat_keras.losses.attribute import prior_logits, weighted_bce
 from valpat_keras.models.batch_norm import freeze_batch_norm
+from valpat_keras.models.embedding import predict_fixed_batches
 from valpat_keras.models.heads import AttributeHead
 from valpat_keras.models.image_encoder import ImageEncoder
 from valpat_keras.models.preprocessors import ImagePreprocessor
@@ -320,11 +321,11 @@ class AttributeRecognizer(ValPatTask):
                 images_or_paths[0], (str, os.PathLike)):
             data = image_dataset([str(p) for p in images_or_paths],
                                  tuple(self.backbone.image_shape[:2]), batch_size)
-            logits = self.predict(data, verbose=0)
+            logits = predict_fixed_batches(self, data, batch_size)
         else:
             images = np.asarray(images_or_paths, dtype="float32")
-            logits = self.predict(images[None] if images.ndim == 3 else images,
-                                  batch_size=batch_size, verbose=0)
+            logits = predict_fixed_batches(self, images[None] if images.ndim == 3 else images,
+                                           batch_size)
         logits = np.asarray(logits, dtype=np.float64)
         return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
 

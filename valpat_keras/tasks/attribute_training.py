@@ -35,7 +35,7 @@ from valpat_keras.evaluation.attribute_metrics import (
 )
 from valpat_keras.losses.attribute import positive_ratios
 from valpat_keras.models.image_encoder import IMAGE_ENCODER_CONFIGS
-from valpat_keras.models.init import load_backbone, load_image_encoder
+from valpat_keras.models.init import TRANSFER_LAST_STRIDE, load_backbone, load_image_encoder
 from valpat_keras.models.preprocessors import ImagePreprocessor
 from valpat_keras.optimizers import GroupedAdamW
 from valpat_keras.run_outputs import write_json
@@ -214,7 +214,7 @@ def load_zero_shot_backbone(dataset, config: AttributesRunConfig):
         raise InputError("zero_shot=True needs init=RUN_DIR, a pretraining run folder "
                          "with the image-text backbone (backbone/)")
     resolve_prompts(dataset.attribute_names, config.zero_shot_prompts)
-    return load_backbone(config.init)
+    return load_backbone(config.init, last_stride=TRANSFER_LAST_STRIDE)
 
 
 def resolved_head_init(config: AttributesRunConfig) -> str:
@@ -233,7 +233,8 @@ def build_recognizer(dataset, config: AttributesRunConfig) -> AttributeRecognize
     """
     train_labels = attribute_labels(dataset.train)
     encoder = load_image_encoder(config.init, config=config.encoder_config,
-                                 image_size=config.input_size, pooling=config.pooling)
+                                 image_size=config.input_size, pooling=config.pooling,
+                                 last_stride=TRANSFER_LAST_STRIDE)
     freeze = (config.pretrained if config.freeze_batch_norm is None
               else config.freeze_batch_norm)
     model = AttributeRecognizer(

@@ -44,6 +44,17 @@ DISPLAY_ONLY: tuple[str, ...] = ("verbose", "checkpoint_every_steps", "distribut
 #: (None), so the cached runs of earlier versions keep their keys.
 KEYED_WHEN_SET: tuple[str, ...] = ("text_preset", "image_preset", "pixel_normalization")
 
+#: ``last_stride`` when None: the stride of the last ResNet stage in pretraining. 1 (BoT's)
+#: although the standard 2 is faster: at the demo's budget, frozen re-ID mAP and probe mA on
+#: validation data fall well below stride 1's when pretraining at 2
+#: (benchmarks/pretrain_stride.py; tutorials/benchmarks.md, "Pretraining stride"). Transfers
+#: rebuild the encoder at `valpat_keras.models.init.TRANSFER_LAST_STRIDE` either way.
+DEFAULT_PRETRAIN_LAST_STRIDE = 1
+
+#: Runs cached before ``last_stride`` existed pretrained at this stride: a config resolving to
+#: it keeps their key.
+UNKEYED_LAST_STRIDE = 1
+
 #: ``pixel_normalization`` values (None: ``"preset"`` with an image preset, else ``"imagenet"``).
 PIXEL_NORMALIZATIONS: tuple[str, ...] = ("imagenet", "lup", "preset")
 
@@ -98,6 +109,10 @@ class PretrainConfig(RunConfig):
         pixel_normalization: ``"imagenet"``, ``"lup"`` (LUPerson's mean/std) or ``"preset"``
             (the image preset's converter); None: ``"preset"`` with an image preset, else
             ``"imagenet"``.
+        last_stride: Stride of the last ResNet stage while pretraining (1 or 2; None:
+            `DEFAULT_PRETRAIN_LAST_STRIDE`, 1, as measured on validation data; 2 is the
+            standard ResNet's, faster). Transfers rebuild the encoder at last stride 1 (BoT's)
+            with the same weights. Ignored by ViT encoders.
     """
 
     encoder_config: str = "tiny"
@@ -124,6 +139,7 @@ class PretrainConfig(RunConfig):
     text_preset: str | None = None
     image_preset: str | None = None
     pixel_normalization: str | None = None
+    last_stride: int | None = None
 
     def __post_init__(self):
         for name in ("text_preset", "image_preset"):
@@ -157,6 +173,9 @@ class PretrainConfig(RunConfig):
                              f"batch size ({self.batch_size}): the queue is filled one batch "
                              "at a time.")
         check_runtime_settings(self.mixed_precision, self.distribute, self.devices)
+        if self.last_stride not in (None, 1, 2):
+            raise InputError(f"last_stride must be 1 or 2 (the last ResNet stage's stride), "
+                             f"got {self.last_stride!r}")
         self._validate_presets()
 
     def _validate_presets(self) -> None:
@@ -174,6 +193,11 @@ class PretrainConfig(RunConfig):
         if self.pixel_normalization:
             return self.pixel_normalization
         return "preset" if self.image_preset else "imagenet"
+
+    @property
+    def resolved_last_stride(self) -> int:
+        """``last_stride``, or `DEFAULT_PRETRAIN_LAST_STRIDE`."""
+        return DEFAULT_PRETRAIN_LAST_STRIDE if self.last_stride is None else int(self.last_stride)
 
     @property
     def preset(self) -> dict[str, Any]:
@@ -198,7 +222,12 @@ class PretrainConfig(RunConfig):
         """`to_dict` without the display-only fields: what a cached run is keyed by.
 
         The fields of `KEYED_WHEN_SET` count only once set, so a default run keeps the key
-        it had before they existed.
+        it had before they existed. The last stride counts by its resolved value, and only
+        when it is not the stride every earlier run pretrained at (`UNKEYED_LAST_STRIDE`).
         """
-        return {k: v for k, v in self.to_dict().items() if k not in DISPLAY_ONLY
-                and not (k in KEYED_WHEN_SET and v is None)}
+        fields = {k: v for k, v in self.to_dict().items() if k not in DISPLAY_ONLY
+                  and not (k in KEYED_WHEN_SET and v is None)}
+        fields.pop("last_stride", None)
+        if self.resolved_last_stride != UNKEYED_LAST_STRIDE:
+            fields["last_stride"] = self.resolved_last_stride
+        return fields

@@ -338,12 +338,15 @@ def build_pretrainer(dataset: PretrainDataset, config: PretrainConfig, plan: Pre
 
 
 def _image_tower(config: PretrainConfig, plan: PretrainPlan):
-    """The image encoder: ``config.image_preset``'s weights (BoT's last stride 1), or random."""
+    """The image encoder at ``config.resolved_last_stride``: ``config.image_preset``'s weights,
+    or random."""
     if config.image_preset:
         return image_encoder_from_preset(
-            config.image_preset, image_size=plan.image_size, last_stride=1,
+            config.image_preset, image_size=plan.image_size,
+            last_stride=config.resolved_last_stride,
             pixel_normalization=config.resolved_pixel_normalization)
     return build_image_encoder(config.preset["image"], image_size=plan.image_size,
+                               last_stride=config.resolved_last_stride,
                                pixel_normalization=config.resolved_pixel_normalization)
 
 

@@ -68,7 +68,7 @@ from valpat_keras.evaluation.verification import (
     write_calibration,
 )
 from valpat_keras.models.image_encoder import IMAGE_ENCODER_CONFIGS
-from valpat_keras.models.init import load_image_encoder
+from valpat_keras.models.init import TRANSFER_LAST_STRIDE, load_image_encoder
 from valpat_keras.models.preprocessors import ImagePreprocessor
 from valpat_keras.run_outputs import write_json
 from valpat_keras.schedules import REID_LEARNING_RATE, WarmupLearningRate
@@ -446,7 +446,8 @@ def load_reid_embedding(init: str, encoder_config: str = "tiny",
     """
     reid_model = Path(init) / MODEL_FILE
     if not reid_model.is_file():
-        return load_image_encoder(init, config=encoder_config, image_size=tuple(image_size))
+        return load_image_encoder(init, config=encoder_config, image_size=tuple(image_size),
+                                  last_stride=TRANSFER_LAST_STRIDE)
     try:
         model = keras.saving.load_model(reid_model)
     except (OSError, ValueError, zipfile.BadZipFile) as err:
@@ -546,7 +547,8 @@ def _build_task(config: ReIDRunConfig, train: list[ReIDRecord]):
         raise InputError(f"head={config.head!r} is a supervised head; unsupervised training "
                          "is Cluster Contrast (leave head at 'bot')")
     encoder = load_image_encoder(config.init, config=config.encoder_config,
-                                 image_size=config.image_size, pooling=config.pooling)
+                                 image_size=config.image_size, pooling=config.pooling,
+                                 last_stride=TRANSFER_LAST_STRIDE)
     if config.unsupervised:
         return ClusterContrastReID(encoder, memory_capacity=len(train),
                                    temperature=config.temperature,

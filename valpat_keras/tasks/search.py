@@ -33,7 +33,12 @@ from valpat_keras.losses.search import identity_loss, sdm_loss
 from valpat_keras.models.backbone import ValPatBackbone
 from valpat_keras.models.embedding import encode_captions, encode_images
 from valpat_keras.models.image_encoder import IMAGE_ENCODER_CONFIGS, build_image_encoder
-from valpat_keras.models.init import BACKBONE_DIR, TOKENIZER_DIR, load_backbone
+from valpat_keras.models.init import (
+    BACKBONE_DIR,
+    TOKENIZER_DIR,
+    TRANSFER_LAST_STRIDE,
+    load_backbone,
+)
 from valpat_keras.models.preprocessors import ValPatPreprocessor
 from valpat_keras.models.text_encoder import build_text_encoder
 from valpat_keras.run_outputs import write_json
@@ -514,7 +519,7 @@ def _search_backbone(train, config: SearchRunConfig):
             config.text_config, image_size, config.embedding_dim, config.vocabulary_size,
             config.sequence_length)
     else:
-        backbone, tokenizer = load_backbone(config.init)
+        backbone, tokenizer = load_backbone(config.init, last_stride=TRANSFER_LAST_STRIDE)
         native = tuple(backbone.image_encoder.image_shape[:2])
         if config.image_size is not None and tuple(config.image_size) != native:
             raise InputError(f"the pretrained backbone in {config.init} takes images of "
