@@ -102,7 +102,6 @@ def xla_thunk_times(logdir: str, steps: int) -> collections.Counter:
 
 def _setup(args):
     """The benchmark's pretrainer (compiled) and a repeated in-memory batch, warmed up."""
-    import keras
     import tensorflow as tf
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -111,8 +110,9 @@ def _setup(args):
     size = parse_image_size(args.image_size) if args.image_size else None
     spec = benchmark_spec(args.config, size, last_stride=args.last_stride)
     model = build_benchmark_pretrainer(spec)
-    # TensorFlow: oneDNN's convolutions beat XLA's on CPU (tutorials/benchmarks.md).
-    model.compile(jit_compile=keras.backend.backend() != "tensorflow")
+    # As in pretrain_speed.py's default: Keras' "auto" (XLA for JAX; not for TensorFlow on
+    # CPU, where oneDNN's convolutions beat XLA's; eager for torch).
+    model.compile(jit_compile="auto")
     batch = _batch(np.random.default_rng(0), args.batch_size, tuple(spec["image_size"]))
     data = tf.data.Dataset.from_tensors(batch).repeat()
     model.fit(data, epochs=1, steps_per_epoch=3, verbose=0)  # trace and warm up first

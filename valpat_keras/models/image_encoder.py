@@ -8,6 +8,7 @@ import keras
 import keras_hub
 
 from valpat_keras.models.batch_norm import use_closed_form_batch_norm
+from valpat_keras.models.fast_layers import use_fast_layers
 from valpat_keras.models.pooling import TokenPooling, make_pooling_2d
 from valpat_keras.models.serialization import deserialize_nested
 
@@ -116,8 +117,10 @@ class ImageEncoder(keras_hub.models.Backbone):
                 f"patch tokens), got pooling={pooling!r}")
         # === Layers ===
         # Same layers and weights, a closed-form BatchNorm backward (faster training steps,
-        # see valpat_keras/models/batch_norm.py).
+        # see valpat_keras/models/batch_norm.py) and, under torch, convolutions and pooling
+        # without Keras' NCHW copies (valpat_keras/models/fast_layers.py).
         use_closed_form_batch_norm(backbone)
+        use_fast_layers(backbone)
         self.backbone = backbone
         pixel_mean = tuple(float(m) for m in (pixel_mean or IMAGENET_MEAN))
         pixel_std = tuple(float(s) for s in (pixel_std or IMAGENET_STD))

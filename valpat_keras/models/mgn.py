@@ -19,6 +19,7 @@ import math
 import keras
 
 from valpat_keras.models.batch_norm import use_closed_form_batch_norm
+from valpat_keras.models.fast_layers import use_fast_layers
 from valpat_keras.models.reid_head import BNNeck
 from valpat_keras.models.resnet_parts import (
     block_output,
@@ -82,6 +83,7 @@ def build_part_branch(backbone: keras.Model, name: str) -> keras.Model:
     config["name"] = f"{name}_resnet"
     copy = type(backbone).from_config(config)
     use_closed_form_batch_norm(copy)
+    use_fast_layers(copy)
     branch = resnet_segment(copy, mgn_split_point(copy), None, name=name)
     copy_layer_weights(backbone, branch)
     return branch
