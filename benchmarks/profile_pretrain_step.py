@@ -12,6 +12,8 @@ ResNet, 4096-key queue, 2-layer text transformer, all three objectives; ``--conf
 - ``torch``: ``torch.profiler``'s self CPU time per aten op on the Python thread (oneDNN's
   worker threads run inside those ops), and what is left of the wall time, the Python of
   Keras' layers, ops dispatch and ``fit``.
+- ``pytorch-loop``: the hand-written PyTorch loop of pretrain_speed.py, with ``torch``'s
+  accounting (the reference the Keras rows are compared with).
 - ``jax``: ``jax.profiler``'s XLA thunks (fusions, convolutions, reduce-windows, ...) summed
   over XLA's compute threads, and the share of the wall time they leave idle (dispatch,
   the host loop of ``fit``, the transfer of each batch).
@@ -147,17 +149,50 @@ def profile_jax(args) -> tuple[collections.Counter, float]:
         return xla_thunk_times(logdir, args.steps), wall
 
 
+def _aten_totals(prof, steps: int) -> collections.Counter:
+    """Self CPU milliseconds per step of each aten op (and autograd node) in a torch trace."""
+    totals: collections.Counter = collections.Counter()
+    for event in prof.key_averages():
+        if event.key.startswith("aten::") or "Backward" in event.key:
+            totals[(event.key, "aten")] += event.self_cpu_time_total / 1000.0 / steps
+    return totals
+
+
 def profile_torch(args) -> tuple[collections.Counter, float]:
     from torch.profiler import ProfilerActivity, profile
 
     model, data = _setup(args)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         wall = _timed_fit(model, data, args.steps)
-    totals: collections.Counter = collections.Counter()
-    for event in prof.key_averages():
-        if event.key.startswith("aten::") or "Backward" in event.key:
-            totals[(event.key, "aten")] += event.self_cpu_time_total / 1000.0 / args.steps
-    return totals, wall
+    return _aten_totals(prof, args.steps), wall
+
+
+def profile_pytorch_loop(args) -> tuple[collections.Counter, float]:
+    """The hand-written loop of pretrain_speed.py (benchmarks/_torch_reference.py), on CPU."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _torch_reference import make_step
+    from pretrain_speed import _batch, benchmark_spec, parse_image_size
+
+    size = parse_image_size(args.image_size) if args.image_size else None
+    spec = benchmark_spec(args.config, size, last_stride=args.last_stride)
+    step, _ = make_step(spec, torch.device("cpu"), mixed_precision=False,
+                        compile_encoders=False)
+    rng = np.random.default_rng(0)
+    batches = [{k: torch.from_numpy(v) for k, v in
+                _batch(rng, args.batch_size, tuple(spec["image_size"])).items()}
+               for _ in range(4)]
+    for i in range(3):  # warm up, as _setup does for fit
+        step(batches[i % 4])
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        for i in range(args.steps):
+            loss = step(batches[i % 4])
+        float(loss)
+        wall = (time.perf_counter() - start) / args.steps * 1000.0
+    return _aten_totals(prof, args.steps), wall
 
 
 def _category(op: str) -> str:
@@ -183,7 +218,7 @@ def summarize(totals: collections.Counter, wall_ms: float, backend: str) -> dict
         categories[_category(op)] += ms
     # torch: ops on the Python thread, so the rest of the wall time is Python; TF and JAX:
     # ops summed over the compute threads, so compare with wall x threads.
-    threads = 1 if backend == "torch" else max(1, os.cpu_count() or 1)
+    threads = 1 if backend in ("torch", "pytorch-loop") else max(1, os.cpu_count() or 1)
     return {"backend": backend, "wall_ms_per_step": wall_ms, "ops_ms_per_step": total,
             "threads_counted": threads,
             "outside_ops_ms_per_step": max(0.0, wall_ms * threads - total) / threads,
@@ -215,7 +250,9 @@ def summary_markdown(summary: dict, command: str, top: int = 8) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backend", choices=("tensorflow", "torch", "jax"), default="tensorflow")
+    parser.add_argument("--backend", choices=("tensorflow", "torch", "jax", "pytorch-loop"),
+                        default="tensorflow",
+                        help="a Keras backend, or pytorch-loop: the hand-written reference")
     parser.add_argument("--steps", type=int, default=10, help="profiled steps (10)")
     parser.add_argument("--top", type=int, default=25, help="rows to print (25)")
     parser.add_argument("--config", choices=("tiny", "resnet50"), default="tiny",
@@ -228,10 +265,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--publish", default=None, metavar="MD",
                         help="also write a Markdown summary here (for the docs)")
     args = parser.parse_args(argv)
-    os.environ["KERAS_BACKEND"] = args.backend  # before Keras is imported
+    # Before Keras is imported; the loop imports Keras only for the environment record.
+    os.environ["KERAS_BACKEND"] = "torch" if args.backend == "pytorch-loop" else args.backend
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-    run = {"tensorflow": profile_tensorflow, "torch": profile_torch, "jax": profile_jax}
+    run = {"tensorflow": profile_tensorflow, "torch": profile_torch, "jax": profile_jax,
+           "pytorch-loop": profile_pytorch_loop}
     totals, wall = run[args.backend](args)
     summary = summarize(totals, wall, args.backend)
     from valpat_keras.run_outputs import environment_info
