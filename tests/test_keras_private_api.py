@@ -9,6 +9,9 @@ fails here with the hook's name, rather than as a silently wrong training run:
 - `valpat_keras.models.batch_norm` walks models with ``_flatten_layers``, swaps the class of
   Keras ``BatchNormalization`` instances and reads their attributes (``renorm`` since Keras
   3.14), and hands ``ops.custom_gradient`` a ``grad(*args, upstream=None)`` function.
+- `valpat_keras.models.fast_layers` swaps the class of Keras ``Conv2D`` / ``MaxPooling2D``
+  instances the same way, overrides ``Conv2D.convolution_op(inputs, kernel)`` (which
+  ``Conv2D.call`` must call) and reads the layers' standardised arguments.
 - `valpat_keras.models.preprocessors` decorates calls with keras-hub's private
   ``preprocessing_function``; `valpat_keras.data.tokenizer` uses the tokenizers'
   ``_add_special_token``.
@@ -166,3 +169,20 @@ def test_custom_gradient_replaces_autodiff_inside_fit():
 def test_keras_hub_private_helpers_exist():
     assert callable(preprocessing_function)
     assert callable(getattr(keras_hub.tokenizers.Tokenizer, "_add_special_token", None))
+
+
+def test_keras_conv_and_pool_have_what_the_fast_layers_read(monkeypatch):
+    assert _parameters(keras.layers.Conv2D.convolution_op) == ["self", "inputs", "kernel"]
+    conv = keras.layers.Conv2D(4, 3, strides=2, padding="same")
+    pool = keras.layers.MaxPooling2D(3, strides=2)
+    # Standardised to tuples / lower-case strings, as fast_layers compares them.
+    assert (conv.kernel_size, conv.strides, conv.dilation_rate) == ((3, 3), (2, 2), (1, 1))
+    assert (conv.padding, conv.groups, conv.data_format) == ("same", 1, "channels_last")
+    assert (pool.pool_size, pool.strides, pool.padding) == ((3, 3), (2, 2), "valid")
+    assert pool.data_format == "channels_last"
+    calls = []
+    keras_op = keras.layers.Conv2D.convolution_op
+    monkeypatch.setattr(keras.layers.Conv2D, "convolution_op",
+                        lambda self, *args: calls.append(1) or keras_op(self, *args))
+    conv(np.ones((1, 6, 6, 2), "float32"))
+    assert calls == [1]

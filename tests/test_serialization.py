@@ -40,6 +40,8 @@ import valpat_keras
 from valpat_keras.data.tokenizer import CaptionWordPieceTokenizer
 from valpat_keras.models.backbone import L2Normalize, LogitScale, ValPatBackbone
 from valpat_keras.models.batch_norm import BatchNormalization as ClosedFormBatchNormalization
+from valpat_keras.models.fast_layers import Conv2D as FastConv2D
+from valpat_keras.models.fast_layers import MaxPooling2D as FastMaxPooling2D
 from valpat_keras.models.heads import AttributeHead, PredictionHead, ProjectionHead
 from valpat_keras.models.image_encoder import ImageEncoder, build_image_encoder
 from valpat_keras.models.mgn import EmbeddingHead
@@ -157,6 +159,22 @@ def _closed_form_batch_norm(tmp_path):
     assert type(revived) is ClosedFormBatchNormalization
     # Training mode (batch statistics, the closed-form path) agrees too.
     assert_allclose_structure(revived(x, training=True), layer(x, training=True))
+
+
+@case("Conv2D")
+def _fast_conv2d(tmp_path):
+    x = _rng().normal(size=(2, 6, 4, 3)).astype("float32")
+    _, revived = run_layer_test(FastConv2D, {"filters": 5, "kernel_size": 3, "padding": "same"},
+                                x, expected_output_shape=(2, 6, 4, 5))
+    assert type(revived) is FastConv2D
+
+
+@case("MaxPooling2D")
+def _fast_max_pooling2d(tmp_path):
+    x = _rng().normal(size=(2, 7, 5, 3)).astype("float32")
+    _, revived = run_layer_test(FastMaxPooling2D, {"pool_size": 3, "strides": 2}, x,
+                                expected_output_shape=(2, 3, 2, 3))
+    assert type(revived) is FastMaxPooling2D
 
 
 @case("EmbeddingHead")

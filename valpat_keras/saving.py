@@ -30,6 +30,7 @@ SERIALIZABLE_MODULES = (
     "valpat_keras.data.tokenizer",
     "valpat_keras.models.backbone",
     "valpat_keras.models.batch_norm",
+    "valpat_keras.models.fast_layers",
     "valpat_keras.models.gradient_gate",
     "valpat_keras.models.heads",
     "valpat_keras.models.image_encoder",
