@@ -34,15 +34,10 @@ def _keras_classes(model) -> int:
     import keras
 
     from valpat_keras.models import fast_layers
+    from valpat_keras.models.layer_classes import switch_layer_classes
 
-    back = {fast_layers.Conv2D: keras.layers.Conv2D,
-            fast_layers.MaxPooling2D: keras.layers.MaxPooling2D}
-    switched = 0
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if type(layer) in back:
-            layer.__class__ = back[type(layer)]
-            switched += 1
-    return switched
+    return switch_layer_classes(model, {fast_layers.Conv2D: keras.layers.Conv2D,
+                                        fast_layers.MaxPooling2D: keras.layers.MaxPooling2D})
 
 
 def worker(args: argparse.Namespace) -> dict:

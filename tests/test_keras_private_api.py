@@ -6,7 +6,7 @@ fails here with the hook's name, rather than as a silently wrong training run:
 
 - `valpat_keras.optimizers.GroupedAdamW` overrides ``_backend_update_step`` and
   ``_apply_weight_decay`` and calls ``_get_current_learning_rate`` / ``_use_weight_decay``.
-- `valpat_keras.models.batch_norm` walks models with ``_flatten_layers``, swaps the class of
+- `valpat_keras.models.layer_classes` walks models with ``_flatten_layers``; `batch_norm` swaps the class of
   Keras ``BatchNormalization`` instances and reads their attributes (``renorm`` since Keras
   3.14), and hands ``ops.custom_gradient`` a ``grad(*args, upstream=None)`` function.
 - `valpat_keras.models.fast_layers` swaps the class of Keras ``Conv2D`` / ``MaxPooling2D``

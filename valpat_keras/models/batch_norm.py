@@ -21,6 +21,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from valpat_keras.models.layer_classes import switch_layer_classes
+
 
 def _normalize_with_closed_form_gradient(x, mean, inv_std, gamma, beta, axes):
     """``(x - mean) * inv_std * gamma + beta`` with the BN gradient through the batch moments.
@@ -110,7 +112,6 @@ class BatchNormalization(keras.layers.BatchNormalization):
             axes=reduction_axes)
         return ops.cast(outputs, self.compute_dtype)
 
-
     def _torch_native_call(self, x, axis: int):
         """The training-mode call through PyTorch's fused batch-norm kernel (torch backend).
 
@@ -156,12 +157,7 @@ def use_closed_form_batch_norm(model: keras.Model) -> int:
     Returns:
         The number of layers switched.
     """
-    switched = 0
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if type(layer) is keras.layers.BatchNormalization:
-            layer.__class__ = BatchNormalization
-            switched += 1
-    return switched
+    return switch_layer_classes(model, {keras.layers.BatchNormalization: BatchNormalization})
 
 
 def freeze_batch_norm(model: keras.Model) -> int:

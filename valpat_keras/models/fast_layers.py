@@ -28,6 +28,8 @@ import functools
 import keras
 from keras import ops
 
+from valpat_keras.models.layer_classes import switch_layer_classes
+
 #: Windows up to this many elements take the JAX path (window indices are stored as int8).
 _MAX_JAX_WINDOW = 127
 
@@ -170,9 +172,8 @@ _SWITCHES = {keras.layers.Conv2D: Conv2D, keras.layers.MaxPooling2D: MaxPooling2
 def use_fast_layers(model: keras.Model) -> int:
     """Switches every plain Keras `Conv2D` and `MaxPooling2D` in ``model`` to the classes here.
 
-    As `use_closed_form_batch_norm`: keras-hub backbones create their layers inside their
-    constructors, and changing the class of those instances keeps their names, weights and
-    the backbone's config. On TensorFlow the classes are Keras' own.
+    As `use_closed_form_batch_norm` (`switch_layer_classes`). On TensorFlow the classes are
+    Keras' own.
 
     Args:
         model: A built Keras model (e.g. a keras-hub `ResNetBackbone`).
@@ -180,10 +181,4 @@ def use_fast_layers(model: keras.Model) -> int:
     Returns:
         The number of layers switched.
     """
-    switched = 0
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        replacement = _SWITCHES.get(type(layer))
-        if replacement is not None:
-            layer.__class__ = replacement
-            switched += 1
-    return switched
+    return switch_layer_classes(model, _SWITCHES)
