@@ -3,10 +3,14 @@
 Times the pretraining step of benchmarks/pretrain_speed.py on each backend of ``--backends``
 as the library builds it (the image encoders' convolutions and max pooling are
 `fast_layers.Conv2D` / `MaxPooling2D`) and with those layers switched back to Keras' own
-classes (same weights, same config). Each measurement is its own process, run round robin
+classes (same weights, same config). On JAX two more variants undo this round's choices:
+YNNPACK convolution fusions back on (``ynn``: ``VALPAT_XLA_CPU_DEFAULTS=0``, see
+`valpat_keras.xla_flags`), and that plus XLA's own gradient of strided convolutions instead of
+the layers' patch product (``ynn-xla-gradient``, the library before 2026-12-03).
+Each measurement is its own process, run round robin
 (backend x variant, ``--repeats`` times) as in pretrain_speed.py, so that the machine's drift
-from one minute to the next falls on both variants; the table gives the median steps/s of each
-and their ratio. (Two models timed in alternation in one process were unreliable here: some
+from one minute to the next falls on every variant; the table gives the median steps/s of each
+and the library's speed-up over it. (Two models timed in alternation in one process were unreliable here: some
 rounds of either ran at exactly half speed.)
 
 ```
@@ -25,8 +29,18 @@ import subprocess
 import sys
 import time
 
-#: The library's layers, then Keras' own.
-VARIANTS = ("fast", "keras")
+#: What each measured variant is (the JAX-only ones change the library's XLA:CPU choices).
+VARIANTS = {
+    "fast": "the library as shipped (its layers; on JAX, its XLA:CPU setting)",
+    "keras": "Keras' own Conv2D / MaxPooling2D",
+    "ynn": "JAX: YNNPACK convolution fusions on (VALPAT_XLA_CPU_DEFAULTS=0)",
+    "ynn-xla-gradient": ("JAX: YNNPACK on and XLA's own strided-convolution gradient "
+                         "(the library before 2026-12-03)"),
+}
+
+
+def _variants(backend: str) -> tuple[str, ...]:
+    return tuple(VARIANTS) if backend == "jax" else ("fast", "keras")
 
 
 def _keras_classes(model) -> int:
@@ -51,6 +65,10 @@ def worker(args: argparse.Namespace) -> dict:
     data = _keras_data(spec, 32, keras.backend.backend())
     model = build_benchmark_pretrainer(spec)
     switched = _keras_classes(model) if args.variant == "keras" else 0
+    if args.variant == "ynn-xla-gradient":
+        from valpat_keras.models import fast_layers
+
+        fast_layers.Conv2D._jax_patch_gradient = lambda self: False
     model.compile(jit_compile="auto")
     model.fit(data, epochs=1, steps_per_epoch=3, verbose=0)  # trace and warm up
     # As pretrain_speed.py: from the end of a first step to the end of the last, so that the
@@ -70,6 +88,8 @@ def worker(args: argparse.Namespace) -> dict:
 
 def _run_worker(backend: str, variant: str, args: argparse.Namespace) -> dict:
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    if variant.startswith("ynn"):
+        env["VALPAT_XLA_CPU_DEFAULTS"] = "0"
     done = subprocess.run(
         [sys.executable, os.path.abspath(__file__), "--worker", "--variant", variant,
          "--steps", str(args.steps)], env=env, capture_output=True, text=True, check=False)
@@ -80,15 +100,18 @@ def _run_worker(backend: str, variant: str, args: argparse.Namespace) -> dict:
 
 def table_markdown(record: dict) -> str:
     """The results as a Markdown table with the command, machine and wall time under it."""
-    lines = [("| backend | fast layers, steps/s | Keras layers, steps/s | speed-up "
-             "| steps/s of each process (fast; Keras) |"), "|---|---:|---:|---:|---|"]
+    header = ("| backend | variant | steps/s | the library's speed-up over it "
+              "| steps/s of each process |")
+    lines = [header, "|---|---|---:|---:|---|"]
     for backend in record["settings"]["backends"].split(","):
         rates = {variant: [row["steps_per_s"] for row in record["rows"]
                            if row["backend"] == backend and row["variant"] == variant]
-                 for variant in VARIANTS}
-        fast, plain = (statistics.median(rates[v]) for v in VARIANTS)
-        each = "; ".join(", ".join(f"{r:.2f}" for r in rates[v]) for v in VARIANTS)
-        lines.append(f"| {backend} | {fast:.2f} | {plain:.2f} | {fast / plain:.2f}x | {each} |")
+                 for variant in _variants(backend)}
+        fast = statistics.median(rates["fast"])
+        for variant, each in rates.items():
+            median = statistics.median(each)
+            lines.append(f"| {backend} | {VARIANTS[variant]} | {median:.2f} "
+                         f"| {fast / median:.2f}x | {', '.join(f'{r:.2f}' for r in each)} |")
     env = record["environment"]
     settings = record["settings"]
     versions = env.get("versions", {})
@@ -109,7 +132,8 @@ def main(argv: list[str] | None = None) -> None:
                              "classes are Keras' own)")
     parser.add_argument("--repeats", type=int, default=3, help="processes per variant (3)")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per process (20)")
-    parser.add_argument("--variant", choices=VARIANTS, default="fast", help=argparse.SUPPRESS)
+    parser.add_argument("--variant", choices=tuple(VARIANTS), default="fast",
+                        help=argparse.SUPPRESS)
     parser.add_argument("--out", default="runs/benchmarks/fast_layers")
     parser.add_argument("--publish", default=None, metavar="MD",
                         help="also write the table to this Markdown file (for the docs)")
@@ -122,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for _ in range(args.repeats):
         for backend in args.backends.split(","):
-            for variant in VARIANTS:
+            for variant in _variants(backend):
                 rows.append(_run_worker(backend, variant, args))
                 print(f"{backend} {variant}: {rows[-1]['steps_per_s']:.2f} steps/s", flush=True)
     from valpat_keras.run_outputs import environment_info

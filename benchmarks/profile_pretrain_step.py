@@ -18,6 +18,10 @@ ResNet, 4096-key queue, 2-layer text transformer, all three objectives; ``--conf
   over XLA's compute threads, and the share of the wall time they leave idle (dispatch,
   the host loop of ``fit``, the transfer of each batch).
 
+For TensorFlow and JAX it also splits the traced time by how many compute threads were
+running an op at once (0, 1, 2 on two cores): summed op time says how busy the threads were
+on average, this says whether the work ran in parallel.
+
 The profiler itself slows the step a little. Prints a table; ``--out FILE`` also writes it as
 JSON (the figures tutorials/benchmarks.md quotes).
 
@@ -102,6 +106,49 @@ def xla_thunk_times(logdir: str, steps: int) -> collections.Counter:
     return totals
 
 
+def _busy_intervals(logdir: str, line_match: str, skip: tuple[str, ...]):
+    """(start, end) picoseconds during which each compute line (a line whose name has
+    ``line_match``) ran an op, nested spans merged so that a thread counts once."""
+    for plane in _xspace(logdir).planes:
+        if plane.name != "/host:CPU":
+            continue
+        names = {key: meta.name for key, meta in plane.event_metadata.items()}
+        for line in plane.lines:
+            if line_match not in line.name:
+                continue
+            spans = sorted(
+                (line.timestamp_ns * 1000 + e.offset_ps,
+                 line.timestamp_ns * 1000 + e.offset_ps + e.duration_ps)
+                for e in line.events
+                if not names.get(e.metadata_id, "").startswith(skip))  # enclosing spans
+            merged: list[list[int]] = []
+            for start, end in spans:
+                if merged and start <= merged[-1][1]:
+                    merged[-1][1] = max(merged[-1][1], end)
+                else:
+                    merged.append([start, end])
+            yield from (tuple(span) for span in merged)
+
+
+def thread_concurrency(logdir: str, steps: int, line_match: str,
+                       skip: tuple[str, ...]) -> dict[int, float]:
+    """ms per step during which 0, 1, 2, ... compute threads ran an op, over the traced span.
+
+    Summed op time says how busy the threads were on average; this says how the work was
+    spread: a step whose ops run one at a time on one thread shows as time at 1.
+    """
+    changes = []
+    for start, end in _busy_intervals(logdir, line_match, skip):
+        changes += [(start, 1), (end, -1)]
+    changes.sort()
+    spans: collections.Counter = collections.Counter()
+    busy, last = 0, changes[0][0] if changes else 0
+    for time_ps, delta in changes:
+        spans[busy] += time_ps - last
+        busy, last = busy + delta, time_ps
+    return {threads: ps / 1e9 / steps for threads, ps in sorted(spans.items()) if ps > 0}
+
+
 def _setup(args):
     """The benchmark's pretrainer (compiled) and a repeated in-memory batch, warmed up."""
     import tensorflow as tf
@@ -127,7 +174,7 @@ def _timed_fit(model, data, steps: int) -> float:
     return (time.perf_counter() - start) / steps * 1000.0
 
 
-def profile_tensorflow(args) -> tuple[collections.Counter, float]:
+def profile_tensorflow(args) -> tuple[collections.Counter, float, dict]:
     import tensorflow as tf
 
     model, data = _setup(args)
@@ -135,10 +182,11 @@ def profile_tensorflow(args) -> tuple[collections.Counter, float]:
         tf.profiler.experimental.start(logdir)
         wall = _timed_fit(model, data, args.steps)
         tf.profiler.experimental.stop()
-        return kernel_times(logdir, args.steps), wall
+        return (kernel_times(logdir, args.steps), wall,
+                thread_concurrency(logdir, args.steps, "tf_Compute", ("ExecutorState",)))
 
 
-def profile_jax(args) -> tuple[collections.Counter, float]:
+def profile_jax(args) -> tuple[collections.Counter, float, dict]:
     import jax
 
     model, data = _setup(args)
@@ -146,7 +194,8 @@ def profile_jax(args) -> tuple[collections.Counter, float]:
         jax.profiler.start_trace(logdir)
         wall = _timed_fit(model, data, args.steps)
         jax.profiler.stop_trace()
-        return xla_thunk_times(logdir, args.steps), wall
+        return (xla_thunk_times(logdir, args.steps), wall,
+                thread_concurrency(logdir, args.steps, "XLAEigen", ("ThunkExecutor",)))
 
 
 def _aten_totals(prof, steps: int) -> collections.Counter:
@@ -158,16 +207,16 @@ def _aten_totals(prof, steps: int) -> collections.Counter:
     return totals
 
 
-def profile_torch(args) -> tuple[collections.Counter, float]:
+def profile_torch(args) -> tuple[collections.Counter, float, None]:
     from torch.profiler import ProfilerActivity, profile
 
     model, data = _setup(args)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         wall = _timed_fit(model, data, args.steps)
-    return _aten_totals(prof, args.steps), wall
+    return _aten_totals(prof, args.steps), wall, None
 
 
-def profile_pytorch_loop(args) -> tuple[collections.Counter, float]:
+def profile_pytorch_loop(args) -> tuple[collections.Counter, float, None]:
     """The hand-written loop of pretrain_speed.py (benchmarks/_torch_reference.py), on CPU."""
     import torch
     from torch.profiler import ProfilerActivity, profile
@@ -192,7 +241,7 @@ def profile_pytorch_loop(args) -> tuple[collections.Counter, float]:
             loss = step(batches[i % 4])
         float(loss)
         wall = (time.perf_counter() - start) / args.steps * 1000.0
-    return _aten_totals(prof, args.steps), wall
+    return _aten_totals(prof, args.steps), wall, None
 
 
 def _category(op: str) -> str:
@@ -240,6 +289,13 @@ def summary_markdown(summary: dict, command: str, top: int = 8) -> str:
         lines.append(f"| {kind} | {ms:.0f} | {100 * ms / total:.0f} % |")
     for part, ms in sorted(summary.get("parts_ms", {}).items(), key=lambda kv: -kv[1]):
         lines.append(f"| part of the step: {part} | {ms:.0f} | {100 * ms / total:.0f} % |")
+    busy = summary.get("busy_threads_ms")
+    if busy:
+        traced = sum(busy.values()) or 1.0
+        lines += ["", "| compute threads running an op | ms per step | share of the traced time |",
+                  "|---|---:|---:|"]
+        for threads, ms in busy.items():
+            lines.append(f"| {threads} | {ms:.0f} | {100 * ms / traced:.0f} % |")
     lines += ["", "| largest ops | part | ms per step |", "|---|---|---:|"]
     for op, part, ms in summary["top_ops_ms"][:top]:
         lines.append(f"| `{op}` | {part} | {ms:.1f} |")
@@ -271,8 +327,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     run = {"tensorflow": profile_tensorflow, "torch": profile_torch, "jax": profile_jax,
            "pytorch-loop": profile_pytorch_loop}
-    totals, wall = run[args.backend](args)
+    totals, wall, concurrency = run[args.backend](args)
     summary = summarize(totals, wall, args.backend)
+    if concurrency:
+        summary["busy_threads_ms"] = concurrency
     from valpat_keras.run_outputs import environment_info
 
     summary["environment"] = environment_info()
@@ -281,6 +339,9 @@ def main(argv: list[str] | None = None) -> dict:
           f"{summary['threads_counted']} thread(s); outside the ops "
           f"{summary['outside_ops_ms_per_step']:.0f} ms per step")
     print("by kind: " + ", ".join(f"{k} {v:.0f} ms" for k, v in summary["categories_ms"].items()))
+    if concurrency:
+        print("traced time by compute threads running an op: " + ", ".join(
+            f"{threads} busy {ms:.0f} ms" for threads, ms in concurrency.items()))
     if args.backend == "tensorflow":
         by_part = collections.Counter()
         for (_, part), ms in totals.items():

@@ -11,6 +11,12 @@ chosen afterwards (`valpat --backend jax ...` or `KERAS_BACKEND`).
 
 __version__ = "0.1.0"
 
+from valpat_keras.xla_flags import apply_xla_cpu_defaults as _apply_xla_cpu_defaults
+
+# Before JAX starts a backend: XLA:CPU's convolutions on its multi-threaded kernels
+# (`valpat_keras.xla_flags`; VALPAT_XLA_CPU_DEFAULTS=0 leaves XLA_FLAGS alone).
+_apply_xla_cpu_defaults()
+
 #: Subpackages (imported on use): ``datasets`` (loaders), ``data``, ``models``, ``losses``,
 #: ``tasks`` (pretraining and transfers, with their run configs), ``evaluation``, ``demo``,
 #: ``saving`` (load any saved model in a fresh process), ``serving``, ``cli``.

@@ -53,17 +53,25 @@ def environment_info() -> dict[str, Any]:
     """The machine and library versions a run's figures depend on (for ``results.json``).
 
     Returns:
-        ``date`` (UTC, ISO 8601), ``cpu`` (model name), ``cores``, ``memory_gib``,
+        ``date`` (UTC, ISO 8601), ``cpu`` (model name, with its widest vector
+        instructions on x86: ``"AMD EPYC (AVX2)"``), ``cores``, ``memory_gib``,
         ``platform``, ``python`` and the versions of the numerical libraries that are
         installed (``keras``, ``keras_hub``, ``tensorflow``, ``jax``, ``torch``, ``numpy``,
         ``scikit-learn``), plus the Keras ``backend`` when Keras is imported.
     """
     cpu = platform.processor() or platform.machine()
     try:
+        flags: set[str] = set()
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
-                break
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+        # Machines sold under one model name differ in the vector units the kernels use
+        # (the same "AMD EPYC" VM was seen with and without AVX-512, at different speeds).
+        isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else None
+        if isa:
+            cpu = f"{cpu} ({isa})"
     except OSError:
         pass
     memory = None

@@ -31,6 +31,8 @@ def _one_sgd_step(conv_class, pool_class, x, y, conv_kwargs, pool_kwargs):
 @pytest.mark.parametrize("conv_kwargs,pool_kwargs", [
     ({"kernel_size": 3, "padding": "same"}, {"pool_size": 3, "strides": 2}),  # the fast path
     ({"kernel_size": 1, "strides": 2, "use_bias": True}, {"pool_size": 2}),   # valid, stride 2
+    ({"kernel_size": 3, "strides": 2}, {"pool_size": 2}),       # JAX: the patch gradient
+    ({"kernel_size": (3, 2), "strides": (2, 1)}, {"pool_size": 2}),  # uneven kernel, stride
     ({"kernel_size": 3, "strides": 2, "padding": "same"},                     # Keras' path:
      {"pool_size": 2, "padding": "same"}),                                    # asymmetric pads
     ({"kernel_size": 3, "dilation_rate": 2, "padding": "same"}, {"pool_size": 2}),
@@ -81,9 +83,11 @@ def test_each_backend_takes_its_path(monkeypatch):
                         lambda self, *a: calls.append("conv") or keras_conv(self, *a))
     monkeypatch.setattr(keras.layers.MaxPooling2D, "call",
                         lambda self, *a: calls.append("pool") or keras_pool(self, *a))
-    x = np.ones((1, 8, 6, 3), "float32")
-    MaxPooling2D(3, strides=2)(Conv2D(4, 3, padding="same")(x))
-    # torch: both layers run PyTorch's kernels; JAX: the pool is sliced, convolutions are
-    # XLA's through Keras; TensorFlow: both are Keras'.
-    expected = {"torch": [], "jax": ["conv"]}.get(keras.backend.backend(), ["conv", "pool"])
+    x = np.ones((1, 14, 14, 3), "float32")
+    Conv2D(2, 3, strides=2)(MaxPooling2D(3, strides=2)(Conv2D(4, 3, padding="same")(x)))
+    # torch: every layer runs PyTorch's kernels; JAX: the pool is sliced, the strided
+    # convolution has its patch gradient (on the CPU), the others are XLA's through Keras;
+    # TensorFlow: all are Keras'.
+    expected = {"torch": [], "jax": ["conv"]}.get(keras.backend.backend(),
+                                                   ["conv", "pool", "conv"])
     assert calls == expected

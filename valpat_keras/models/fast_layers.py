@@ -16,6 +16,13 @@ pretraining step (``benchmarks/profile_pretrain_step.py``):
   slices, and its gradient routes each output's gradient to the first maximum of its window,
   exactly as select-and-scatter does, with ``where`` and strided ``pad`` (element-wise
   fusions).
+- **JAX on the CPU, strided convolutions.** XLA differentiates a strided convolution's
+  kernel as a convolution dilated by the stride, which XLA:CPU runs far slower than the
+  forward (the stem's 7x7/2 convolution of 32 images at 128x64: 50 ms forward, about 290 ms
+  more for the kernel gradient on a 2-core AMD EPYC). Here the forward and the input gradient
+  are XLA's own; the kernel gradient is one matrix product of the layer's input patches
+  (``kernel_h * kernel_w`` strided slices) with the output gradient, equal up to float
+  rounding (``benchmarks/fast_layers.py``).
 
 Cases outside these paths (dilation, groups, ``padding="same"`` with a stride, channels-first
 data, TensorFlow) use Keras' implementation.
@@ -63,7 +70,21 @@ class Conv2D(keras.layers.Conv2D):
             return tuple(k // 2 for k in self.kernel_size)  # "same" at stride 1, odd kernel
         return None
 
+    def _jax_patch_gradient(self) -> bool:
+        """Whether the kernel gradient takes the patch product (JAX on the CPU, strided)."""
+        if not _is_channels_last(self, "jax") or self.padding != "valid":
+            return False
+        if self.groups != 1 or any(d != 1 for d in self.dilation_rate):
+            return False
+        import jax  # only reached under the JAX backend
+
+        return any(s > 1 for s in self.strides) and jax.default_backend() == "cpu"
+
     def convolution_op(self, inputs, kernel):
+        if self._jax_patch_gradient():
+            # The variable as an array: custom_vjp takes arrays only.
+            kernel = ops.cast(ops.convert_to_tensor(kernel), inputs.dtype)
+            return _jax_strided_conv(inputs, kernel, tuple(self.strides))
         padding = self._torch_padding() if _is_channels_last(self, "torch") else None
         if padding is None:
             return super().convolution_op(inputs, kernel)
@@ -164,6 +185,48 @@ def _jax_max_pool_vjp():
 
     max_pool.defvjp(forward, backward)
     return max_pool
+
+
+def _jax_conv(x, kernel, strides: tuple[int, int]):
+    """Keras' JAX lowering of a valid, undilated NHWC convolution."""
+    from jax import lax
+
+    return lax.conv_general_dilated(x, kernel, strides, "VALID",
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _jax_strided_conv(x, kernel, strides: tuple[int, int]):
+    """A valid NHWC convolution whose kernel gradient is a patch product (JAX)."""
+    return _jax_strided_conv_vjp()(x, kernel, strides)
+
+
+@functools.cache
+def _jax_strided_conv_vjp():
+    """Builds the ``custom_vjp`` once, on first use (JAX is imported only on that backend)."""
+    import jax
+    import jax.numpy as jnp
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+    def conv(x, kernel, strides):
+        return _jax_conv(x, kernel, strides)
+
+    def forward(x, kernel, strides):
+        return _jax_conv(x, kernel, strides), (x, kernel)
+
+    def backward(strides, residuals, upstream):
+        x, kernel = residuals
+        kernel_h, kernel_w, channels, filters = kernel.shape
+        # The input gradient is XLA's own (unused for images, so XLA drops it).
+        _, input_vjp = jax.vjp(lambda inputs: _jax_conv(inputs, kernel, strides), x)
+        (grad_x,) = input_vjp(upstream)
+        # Patches in (row, column, channel) order, the kernel's own flattening.
+        patches = jnp.concatenate(list(_jax_windows(x, (kernel_h, kernel_w), strides)), axis=-1)
+        grad_kernel = jnp.dot(patches.reshape(-1, kernel_h * kernel_w * channels).T,
+                              upstream.reshape(-1, filters).astype(patches.dtype))
+        return grad_x, grad_kernel.reshape(kernel.shape).astype(kernel.dtype)
+
+    conv.defvjp(forward, backward)
+    return conv
 
 
 _SWITCHES = {keras.layers.Conv2D: Conv2D, keras.layers.MaxPooling2D: MaxPooling2D}
