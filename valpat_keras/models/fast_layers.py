@@ -60,13 +60,13 @@ class Conv2D(keras.layers.Conv2D):
     ```
     """
 
+    def _is_plain(self) -> bool:
+        """Undilated and ungrouped: the only convolutions the faster paths take."""
+        return self.groups == 1 and all(d == 1 for d in self.dilation_rate)
+
     def _torch_padding(self) -> int | tuple[int, ...] | None:
         """PyTorch's symmetric padding equal to this layer's, or None where none is."""
-        if self.groups != 1 or any(d != 1 for d in self.dilation_rate):
-            return None
-        if all(k == 1 for k in self.kernel_size) and any(s > 1 for s in self.strides):
-            # torch 2.13's CPU kernel gradient of a strided 1x1 convolution on a channels-last
-            # view was wrong on an AVX2 EPYC (3 -> 6 channels: off by 12; Keras' copy is right).
+        if not self._is_plain():
             return None
         if self.padding == "valid":
             return 0
@@ -76,9 +76,7 @@ class Conv2D(keras.layers.Conv2D):
 
     def _jax_patch_gradient(self) -> bool:
         """Whether the kernel gradient takes the patch product (JAX on the CPU, strided)."""
-        if not _is_channels_last(self, "jax") or self.padding != "valid":
-            return False
-        if self.groups != 1 or any(d != 1 for d in self.dilation_rate):
+        if not _is_channels_last(self, "jax") or self.padding != "valid" or not self._is_plain():
             return False
         import jax  # only reached under the JAX backend
 
