@@ -10,6 +10,14 @@ pretraining step (``benchmarks/profile_pretrain_step.py``):
   an NCHW tensor in channels-last memory format (``permute`` is a view), which oneDNN's
   convolution and max-pooling kernels read natively, so the kernels get that view: no copies,
   and max pooling runs its channels-last kernel (about 10x faster forward on CPU).
+- **torch, strided 1x1 convolutions** read every ``stride``-th pixel, so they run as a 1x1
+  convolution at stride 1 of the subsampled input. oneDNN 3.12 (torch 2.13) computes the kernel
+  gradient of a strided 1x1 convolution on channels-last data with its ``jit_1x1`` kernel,
+  which on an AVX2 CPU is wrong when the layer has fewer than 8 input channels (a relative
+  error of 0.2-0.7, varying between identical calls) and once hung; Keras' own torch
+  convolution converts to channels-last and meets it too. The subsampled form never takes
+  that kernel and was no slower at ResNet-50's shortcut shapes (``tests/models/
+  test_fast_layers.py`` checks the gradient against NumPy).
 - **JAX.** ``reduce_window`` max pooling differentiates through XLA's select-and-scatter,
   which XLA's CPU backend runs about 10x slower than the forward (60 ms for the stem's 3x3/2
   pool of 32 images at 128x64). Here the pool is the maximum of its ``pool_size`` strided
@@ -68,8 +76,8 @@ class Conv2D(keras.layers.Conv2D):
         """PyTorch's symmetric padding equal to this layer's, or None where none is."""
         if not self._is_plain():
             return None
-        if self.padding == "valid":
-            return 0
+        if self.padding == "valid" or tuple(self.kernel_size) == (1, 1):
+            return 0  # "same" pads nothing for a 1x1 kernel, at any stride
         if all(s == 1 for s in self.strides) and all(k % 2 == 1 for k in self.kernel_size):
             return tuple(k // 2 for k in self.kernel_size)  # "same" at stride 1, odd kernel
         return None
@@ -92,9 +100,15 @@ class Conv2D(keras.layers.Conv2D):
             return super().convolution_op(inputs, kernel)
         from torch.nn import functional  # only reached under the torch backend
 
+        strides = tuple(self.strides)
+        if tuple(self.kernel_size) == (1, 1) and strides != (1, 1):
+            # The same convolution on the pixels it reads. Not only faster: oneDNN's strided 1x1
+            # kernel gradient on channels-last data (jit_1x1, torch 2.13 on AVX2) is wrong for
+            # fewer than 8 input channels, and has hung (see the module docstring).
+            inputs, strides = inputs[:, ::strides[0], ::strides[1], :], (1, 1)
         kernel = ops.cast(kernel, inputs.dtype)
         outputs = functional.conv2d(inputs.permute(0, 3, 1, 2), kernel.permute(3, 2, 0, 1),
-                                    stride=self.strides, padding=padding)
+                                    stride=strides, padding=padding)
         return outputs.permute(0, 2, 3, 1)
 
 
