@@ -5,9 +5,10 @@ thread. In the pretraining step's profile (``benchmarks/profile_pretrain_step.py
 jax``) one of two compute threads was busy for about two thirds of the step. With YNNPACK
 fusions off (``--xla_cpu_experimental_ynn_fusion_type=``, an empty list) XLA runs
 convolutions with its multi-threaded Eigen kernels. In a single-layer measurement a 3x3
-convolution's forward and backward took 35 instead of 109 ms on a 2-core AMD EPYC. The whole
-pretraining step was within noise both ways (``benchmarks/fast_layers.py``, its ``ynn``
-variant; tutorials/benchmarks.md), so this is a default to re-measure, not a proven gain.
+convolution's forward and backward took 35 instead of 109 ms on a 2-core AMD EPYC. For the
+whole pretraining step (``benchmarks/fast_layers.py``, its ``ynn`` variant;
+tutorials/benchmarks.md) it measured within noise in one run and 1.23x faster in another,
+never slower.
 The values are the same convolutions, up to float rounding.
 
 XLA reads ``XLA_FLAGS`` once, when JAX (or TensorFlow's XLA) creates its first backend, and

@@ -67,7 +67,8 @@ def test_layers_match_keras_outputs_and_gradients(conv_kwargs, pool_kwargs):
 
 
 def _numpy_conv_gradients(x, kernel, strides, upstream):
-    """Output, input and kernel gradients of a valid convolution, in float64 NumPy."""
+    """Output, input and kernel gradients of a valid convolution (or of a 1x1 "same" one,
+    which pads nothing), in float64 NumPy."""
     (kh, kw, _, _), (sh, sw), (oh, ow) = kernel.shape, strides, upstream.shape[1:3]
     outputs, d_x = np.zeros(upstream.shape), np.zeros(x.shape)
     d_kernel = np.zeros(kernel.shape)

@@ -16,8 +16,8 @@ pretraining step (``benchmarks/profile_pretrain_step.py``):
   which on an AVX2 CPU is wrong when the layer has fewer than 8 input channels (a relative
   error of 0.2-0.7, varying between identical calls) and once hung; Keras' own torch
   convolution converts to channels-last and meets it too. The subsampled form never takes
-  that kernel and was no slower at ResNet-50's shortcut shapes (``tests/models/
-  test_fast_layers.py`` checks the gradient against NumPy).
+  that kernel (``tests/models/test_fast_layers.py`` checks its gradients against NumPy) and
+  was no slower at ResNet-50's shortcut shapes in an exploratory measurement.
 - **JAX.** ``reduce_window`` max pooling differentiates through XLA's select-and-scatter,
   which XLA's CPU backend runs about 10x slower than the forward (60 ms for the stem's 3x3/2
   pool of 32 images at 128x64). Here the pool is the maximum of its ``pool_size`` strided
@@ -32,8 +32,8 @@ pretraining step (``benchmarks/profile_pretrain_step.py``):
   (``kernel_h * kernel_w`` strided slices) with the output gradient, equal up to float
   rounding (``benchmarks/fast_layers.py``).
 
-Cases outside these paths (dilation, groups, ``padding="same"`` with a stride, channels-first
-data, TensorFlow) use Keras' implementation.
+Cases outside these paths (dilation, groups, ``padding="same"`` with a stride and a kernel
+larger than 1x1, channels-first data, TensorFlow) use Keras' implementation.
 """
 
 from __future__ import annotations
@@ -55,7 +55,10 @@ def _is_channels_last(layer: keras.layers.Layer, backend: str) -> bool:
 
 @keras.saving.register_keras_serializable(package="valpat_keras")
 class Conv2D(keras.layers.Conv2D):
-    """`keras.layers.Conv2D` that hands PyTorch a channels-last view (torch backend).
+    """`keras.layers.Conv2D` with the torch and JAX paths of this module.
+
+    On torch it hands PyTorch a channels-last view (strided 1x1 kernels: of the subsampled
+    input); on JAX's CPU, strided valid convolutions get the patch-product kernel gradient.
 
     Same arguments, weights and outputs as the Keras layer. The class keeps Keras' name so
     that `.keras` files and weight files address its variables exactly as Keras' own.
