@@ -2,6 +2,8 @@
 
 Tests that touch Keras carry the ``keras`` marker: the test script runs the whole suite on
 one backend and the marked tests on all three (KERAS_BACKEND=jax, tensorflow, torch).
+Backend-agnostic end-to-end trainings carry ``trains_once`` instead: the script runs them once,
+in the PyTorch pass (eager tiny trainings, no per-model compilation).
 
 Many tests build identical tiny models. JAX caches ``jit`` results per function object, so
 every new model instance compiles its train step again (10-20 s on 2 cores); the persistent

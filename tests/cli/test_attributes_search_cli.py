@@ -1,6 +1,6 @@
 """`valpat attributes` and `valpat search` end to end on a tiny generated SynthPed set.
 
-Unmarked (they run once, on the default backend): each command trains a model for one
+Marked ``trains_once`` (they run once, in the PyTorch pass of scripts/test.sh): each command trains a model for one
 epoch, which is too slow to repeat on every backend; the task tests cover the backends. The
 test scores each run writes are recomputed from the model it saved (tests/metric_checks.py).
 """
@@ -26,6 +26,8 @@ from valpat_keras.data.synthped import SynthPedConfig, write_synthped
 from valpat_keras.models import ImageEncoder, load_backbone
 from valpat_keras.tasks.search import PersonSearcher, build_search_backbone
 from valpat_keras.tasks.zero_shot import evaluate_zero_shot
+
+pytestmark = pytest.mark.trains_once
 
 TRAIN = ["--epochs", "1", "--image-size", "64x32", "--batch-size", "8"]
 

@@ -2,8 +2,9 @@
 
 Broken trees are built from a tiny SynthPed set in the real layouts. Parse-time and
 dataset-kind errors never import Keras; the tests that load a model or train are marked
-``keras``, except the end-to-end NaN runs (one training run each, too slow to repeat on every
-backend; `test_nan_guard_raises_out_of_fit_on_every_backend` covers the backends).
+``keras``, except the end-to-end NaN runs, marked ``trains_once`` (one training run each, too
+slow to repeat on every backend; `test_nan_guard_raises_out_of_fit_on_every_backend` covers
+the backends).
 """
 
 from __future__ import annotations
@@ -319,6 +320,7 @@ HUGE_LR = ["--lr", "1e38", "--epochs", "2", "--steps-per-epoch", "3", "--random-
     ("attributes", ["--image-size", "32x16", "--batch-size", "8"]),
     ("search", ["--image-size", "32x16", "--batch-size", "8"]),
 ])
+@pytest.mark.trains_once
 def test_every_command_stops_at_the_first_non_finite_loss(command, extra, synthped, tmp_path,
                                                           capsys):
     out = tmp_path / "run"

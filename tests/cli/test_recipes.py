@@ -1,7 +1,7 @@
 """Recipes: every shipped file is complete and valid, flags override it, and its smoke run works.
 
-Unmarked (one backend): the recipe mechanism is argument parsing; the smoke runs go through
-the same training code the backend tests cover.
+Marked ``trains_once`` (one backend, the PyTorch pass of scripts/test.sh): the recipe mechanism
+is argument parsing; the smoke runs go through the same training code the backend tests cover.
 """
 
 import json
@@ -12,6 +12,8 @@ from valpat_keras.cli.main import build_parser, main
 from valpat_keras.cli.recipe_args import apply_recipe, apply_recipe_fields
 from valpat_keras.errors import InputError
 from valpat_keras.recipes import SOURCE_KINDS, available_recipes, load_recipe
+
+pytestmark = pytest.mark.trains_once
 
 #: Each command's run-config class (imported lazily: they import Keras).
 CONFIG_CLASSES = {

@@ -1,4 +1,4 @@
-"""`valpat reid` end to end on a generated tiny SynthPed set (one backend: unmarked, slow-ish).
+"""`valpat reid` end to end on a generated tiny SynthPed set (one backend: ``trains_once``).
 
 The test scores each run writes are recomputed from the model it saved
 (tests/metric_checks.py).
@@ -14,6 +14,8 @@ from metric_checks import assert_reid_metrics_equal, reid_metrics
 from valpat_keras.cli.main import main
 from valpat_keras.data import registry
 from valpat_keras.models import ImageEncoder
+
+pytestmark = pytest.mark.trains_once
 
 METRIC_KEYS = {"rank1", "rank5", "rank10", "mAP", "mINP"}
 SIZE = (32, 16)

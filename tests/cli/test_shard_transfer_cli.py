@@ -1,4 +1,4 @@
-"""`valpat reid / attributes / search / evaluate --data shards:SHARDS` end to end (tiny, JAX).
+"""`valpat reid / attributes / search / evaluate --data shards:SHARDS` end to end (tiny, one backend).
 
 Each command runs on a packed tiny SynthPed layout and on the folder it was packed from,
 with the same seed: the run folders' ``metrics.json`` must be the same (run folders and
@@ -12,6 +12,8 @@ import pytest
 
 from valpat_keras.cli.main import main
 from valpat_keras.data.synthped import SynthPedConfig, write_synthped
+
+pytestmark = pytest.mark.trains_once
 
 TINY = ["--random-init", "--image-size", "32x16", "--epochs", "1", "--steps-per-epoch", "2",
         "--seed", "5"]
