@@ -1,4 +1,4 @@
-"""`valpat reid / attributes / search / evaluate --data shards:SHARDS` end to end (tiny, one backend).
+"""`valpat reid / attributes / search / evaluate --data shards:SHARDS` end to end (tiny).
 
 Each command runs on a packed tiny SynthPed layout and on the folder it was packed from,
 with the same seed: the run folders' ``metrics.json`` must be the same (run folders and
