@@ -2,7 +2,8 @@
 
 Marked ``trains_once`` (they run once, in the PyTorch pass of scripts/test.sh): each command
 trains a model for one epoch, which is too slow to repeat on every backend; the task tests
-cover the backends. The test scores each run writes are recomputed from the model it saved (tests/metric_checks.py).
+cover the backends. The test scores each run writes are recomputed from the model it saved
+(tests/metric_checks.py).
 """
 
 import json
